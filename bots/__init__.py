@@ -1,0 +1,1 @@
+"""Thin platform adapters (console, Slack, Discord) on top of `engine`."""

@@ -1,0 +1,103 @@
+"""All configuration in one place, read from `MEMBOT_*` environment variables (and `.env`).
+
+Provider keys also accept their vendors' own variable names (`ANTHROPIC_API_KEY`,
+`OPENAI_API_KEY`) because that is what operators already have exported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str, *vendor_names: str) -> AliasChoices:
+    return AliasChoices(f"MEMBOT_{name}", *vendor_names)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MEMBOT_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    data_dir: Path = Field(
+        default=Path("data"),
+        description="Where the embedded Qdrant shard and the SQLite checkpoints live.",
+    )
+
+    # Long-term memory store.
+    qdrant_url: str | None = Field(
+        default=None,
+        description="Qdrant server URL; unset = embedded Qdrant Edge in data_dir.",
+    )
+    qdrant_api_key: SecretStr | None = None
+    qdrant_collection: str = "membot_memories"
+
+    # Conversation checkpoints.
+    checkpoint_url: str | None = Field(
+        default=None,
+        description="SQLite path or sqlite:/// URL; unset = data_dir/checkpoints.sqlite.",
+    )
+
+    # Chat model.
+    llm_provider: Literal["auto", "anthropic", "openai", "offline"] = Field(
+        default="auto",
+        description="auto = Anthropic if its key is set, else OpenAI, else the offline model.",
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=_env("ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY")
+    )
+    anthropic_base_url: str | None = Field(
+        default=None, validation_alias=_env("ANTHROPIC_BASE_URL", "ANTHROPIC_BASE_URL")
+    )
+    anthropic_model: str = "claude-sonnet-4-5"
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=_env("OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=_env("OPENAI_BASE_URL", "OPENAI_BASE_URL")
+    )
+    openai_model: str = "gpt-4o-mini"
+    llm_max_tokens: int = Field(default=1024, ge=1)
+    llm_timeout_seconds: float = Field(default=60.0, gt=0)
+
+    # Embeddings.
+    embedding_provider: Literal["auto", "local", "openai"] = Field(
+        default="auto",
+        description="auto = OpenAI embeddings if an OpenAI key is set, else the local model.",
+    )
+    openai_embedding_model: str = "text-embedding-3-small"
+    openai_embedding_dims: int = Field(default=1536, ge=1)
+
+    # Memory behaviour.
+    memory_top_k: int = Field(default=5, ge=0, le=100)
+    history_messages: int = Field(
+        default=40, ge=1, description="Most recent thread messages sent to the model."
+    )
+
+    def resolved_llm_provider(self) -> Literal["anthropic", "openai", "offline"]:
+        if self.llm_provider != "auto":
+            return self.llm_provider
+        if self.anthropic_api_key:
+            return "anthropic"
+        if self.openai_api_key:
+            return "openai"
+        return "offline"
+
+    def resolved_embedding_provider(self) -> Literal["local", "openai"]:
+        if self.embedding_provider != "auto":
+            return self.embedding_provider
+        return "openai" if self.openai_api_key else "local"
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "qdrant"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        url = self.checkpoint_url
+        if not url:
+            return self.data_dir / "checkpoints.sqlite"
+        return Path(url.removeprefix("sqlite:///"))
