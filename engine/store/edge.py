@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -98,7 +99,7 @@ class EdgeStore(BaseStore, BaseQdrantStore):
     ) -> EdgeStore:
         """Create the shard at `path`, or reopen it, checking it fits `index`."""
         temporary = str(path) == MEMORY
-        where = Path(tempfile.mkdtemp(prefix="edge-store-")) if temporary else Path(path)
+        where = _temporary_dir() if temporary else Path(path)
         expected = _layout(index)
         meta_file = where / _META_FILE
         if meta_file.exists():
@@ -219,6 +220,14 @@ class EdgeStore(BaseStore, BaseQdrantStore):
         fast without it."""
         self._check_open()
         return self._shard.optimize()
+
+
+def _temporary_dir() -> Path:
+    # RAM-backed where possible: a throw-away shard gains nothing from fsync, which
+    # makes creating one ~30x slower on disk.
+    shm = Path("/dev/shm")
+    parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix="edge-store-", dir=parent))
 
 
 def _namespace_filter(prefix: tuple[str, ...]) -> models.Filter | None:

@@ -1,0 +1,271 @@
+"""EdgeStore against LangGraph's own InMemoryStore: same operations, same answers.
+
+Known, deliberate differences (also in the README):
+- Unscored results (no `query`) come newest first, as in LangGraph's SQLite and
+  Postgres stores; InMemoryStore returns them in dict insertion order. They are
+  compared as sets here, and their order is checked against `updated_at`.
+- A semantic `query` returns only items that have vectors; InMemoryStore pads a short
+  page with unscored items. Only InMemoryStore's scored results are compared.
+- InMemoryStore keeps listing a namespace after its last item is deleted (its dict
+  keeps the empty entry); persistent stores list only namespaces that hold items.
+  `drop_empty_namespaces` removes those entries from the reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from langgraph.store.base import BaseStore
+from langgraph.store.memory import InMemoryStore
+
+from engine.store import EdgeStore
+from tests.store_support import assert_same_ranked, assert_same_set, index_config, plain
+
+NAMESPACES = [
+    ("memories", "u1"),
+    ("memories", "u2"),
+    ("memories", "u2", "notes"),
+    ("docs",),
+    ("docs", "a"),
+    ("x", "memories"),
+]
+PREFIXES = [(), ("memories",), ("memories", "u2"), ("docs",), ("x",), ("nope",)]
+WORDS = ["bob", "tea", "lisbon", "name", "coffee", "dog", "payments", "blue"]
+FILTERS: list[dict[str, Any] | None] = [
+    None,
+    {"tag": "a"},
+    {"n": 2},
+    {"n": 2.0},
+    {"n": {"$gte": 2}},
+    {"n": {"$gt": 1, "$lte": 4}},
+    {"n": {"$lt": 3}},
+    {"n": {"$ne": 3}},
+    {"n": {"$eq": 1}},
+    {"tag": {"$ne": "a"}},
+    {"nested": {"x": 1}},
+    {"tag": "b", "n": {"$gte": 1}},
+]
+
+texts = st.lists(st.sampled_from(WORDS), min_size=1, max_size=4).map(" ".join)
+values = st.fixed_dictionaries(
+    {"text": texts, "n": st.integers(0, 5)},
+    optional={"tag": st.sampled_from(["a", "b"]), "nested": st.fixed_dictionaries(
+        {"x": st.integers(0, 2)})},
+)
+puts = st.tuples(
+    st.just("put"),
+    st.sampled_from(NAMESPACES),
+    st.sampled_from(["k1", "k2", "k3", "k4"]),
+    values,
+    st.sampled_from([None, None, None, False]),
+)
+deletes = st.tuples(st.just("delete"), st.sampled_from(NAMESPACES), st.sampled_from(["k1", "k2"]))
+searches = st.tuples(
+    st.just("search"),
+    st.sampled_from(PREFIXES),
+    st.one_of(st.none(), texts),
+    st.sampled_from(FILTERS),
+    st.integers(1, 6),
+    st.integers(0, 3),
+)
+lists = st.tuples(
+    st.just("list"),
+    st.one_of(st.none(), st.sampled_from([("memories",), ("docs",), ("*", "u2"), ("x", "*")])),
+    st.one_of(st.none(), st.sampled_from([("u1",), ("notes",), ("*",), ("memories",)])),
+    st.one_of(st.none(), st.integers(1, 3)),
+    st.integers(1, 10),
+    st.integers(0, 2),
+)
+operations = st.lists(st.one_of(puts, puts, deletes, searches, lists), min_size=1, max_size=30)
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[InMemoryStore, EdgeStore]]:
+    edge = EdgeStore.open(":memory:", index=index_config())
+    yield InMemoryStore(index=index_config()), edge
+    edge.close()
+
+
+def drop_empty_namespaces(memory: InMemoryStore) -> None:
+    for namespace in [ns for ns, items in memory._data.items() if not items]:
+        del memory._data[namespace]
+        memory._vectors.pop(namespace, None)
+
+
+def check_search(memory_results: list, edge_results: list, query: str | None) -> None:
+    if query:
+        assert_same_ranked([r for r in memory_results if r.score is not None], edge_results)
+    else:
+        assert_same_set(memory_results, edge_results)
+        stamps = [r.updated_at for r in edge_results]
+        assert stamps == sorted(stamps, reverse=True)
+
+
+def apply_sync(memory: BaseStore, edge: BaseStore, op: tuple) -> None:
+    match op:
+        case ("put", ns, key, value, index):
+            memory.put(ns, key, value, index=index)
+            edge.put(ns, key, value, index=index)
+            assert plain(edge.get(ns, key)) == plain(memory.get(ns, key))
+        case ("delete", ns, key):
+            memory.delete(ns, key)
+            drop_empty_namespaces(memory)
+            edge.delete(ns, key)
+            assert edge.get(ns, key) is None
+        case ("search", prefix, query, flt, limit, offset):
+            if query is None:  # pages of unscored results differ by order; compare all
+                limit, offset = 100, 0
+            args = {"query": query, "filter": flt, "limit": limit, "offset": offset}
+            check_search(memory.search(prefix, **args), edge.search(prefix, **args), query)
+        case ("list", prefix, suffix, depth, limit, offset):
+            args = {"prefix": prefix, "suffix": suffix, "max_depth": depth, "limit": limit,
+                    "offset": offset}
+            assert edge.list_namespaces(**args) == memory.list_namespaces(**args)
+
+
+async def apply_async(memory: BaseStore, edge: BaseStore, op: tuple) -> None:
+    match op:
+        case ("put", ns, key, value, index):
+            await memory.aput(ns, key, value, index=index)
+            await edge.aput(ns, key, value, index=index)
+            assert plain(await edge.aget(ns, key)) == plain(await memory.aget(ns, key))
+        case ("delete", ns, key):
+            await memory.adelete(ns, key)
+            drop_empty_namespaces(memory)
+            await edge.adelete(ns, key)
+            assert await edge.aget(ns, key) is None
+        case ("search", prefix, query, flt, limit, offset):
+            if query is None:
+                limit, offset = 100, 0
+            args = {"query": query, "filter": flt, "limit": limit, "offset": offset}
+            check_search(
+                await memory.asearch(prefix, **args), await edge.asearch(prefix, **args), query
+            )
+        case ("list", prefix, suffix, depth, limit, offset):
+            args = {"prefix": prefix, "suffix": suffix, "max_depth": depth, "limit": limit,
+                    "offset": offset}
+            assert await edge.alist_namespaces(**args) == await memory.alist_namespaces(**args)
+
+
+RANDOM = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@RANDOM
+@given(ops=operations)
+def test_random_sequences_sync(ops: list[tuple]) -> None:
+    with EdgeStore.open(":memory:", index=index_config()) as edge:
+        memory = InMemoryStore(index=index_config())
+        for op in ops:
+            apply_sync(memory, edge, op)
+
+
+@RANDOM
+@given(ops=operations)
+def test_random_sequences_async(ops: list[tuple]) -> None:
+    async def scenario() -> None:
+        async with EdgeStore.open(":memory:", index=index_config()) as edge:
+            memory = InMemoryStore(index=index_config())
+            for op in ops:
+                await apply_async(memory, edge, op)
+
+    asyncio.run(scenario())
+
+
+def fill(store: BaseStore) -> None:
+    for i in range(12):
+        ns = ("memories", f"u{i % 3}")
+        store.put(ns, f"k{i}", {"text": f"{WORDS[i % len(WORDS)]} {i}", "n": i % 5,
+                                "tag": "ab"[i % 2]})
+
+
+def test_query_pages_match_and_cover_everything(pair) -> None:
+    memory, edge = pair
+    fill(memory)
+    fill(edge)
+    pages = []
+    for offset in range(0, 12, 5):
+        expected = memory.search(("memories",), query="tea lisbon", limit=5, offset=offset)
+        actual = edge.search(("memories",), query="tea lisbon", limit=5, offset=offset)
+        assert_same_ranked(expected, actual)
+        pages += actual
+    assert len({(p.namespace, p.key) for p in pages}) == 12
+
+
+def test_unscored_pages_are_newest_first_without_gaps(pair) -> None:
+    _, edge = pair
+    fill(edge)
+    seen = []
+    for offset in range(0, 12, 5):
+        seen += edge.search(("memories",), limit=5, offset=offset)
+    assert [i.key for i in seen] == [f"k{i}" for i in reversed(range(12))]
+
+
+@pytest.mark.parametrize("flt", [f for f in FILTERS if f])
+def test_each_filter_matches_in_memory_store(pair, flt) -> None:
+    memory, edge = pair
+    fill(memory)
+    fill(edge)
+    memory.put(("memories", "u9"), "nested", {"text": "n", "n": 2.0, "nested": {"x": 1}})
+    edge.put(("memories", "u9"), "nested", {"text": "n", "n": 2.0, "nested": {"x": 1}})
+    expected = memory.search(("memories",), filter=flt, limit=50)
+    assert expected, "the filter should select something in this data"
+    assert_same_set(expected, edge.search(("memories",), filter=flt, limit=50))
+    assert_same_ranked(
+        memory.search(("memories",), query="dog", filter=flt, limit=4),
+        edge.search(("memories",), query="dog", filter=flt, limit=4),
+    )
+
+
+def test_update_keeps_created_at_and_moves_updated_at(pair) -> None:
+    _, edge = pair
+    edge.put(("a",), "k", {"text": "one"})
+    first = edge.get(("a",), "k")
+    edge.put(("a",), "k", {"text": "two"})
+    second = edge.get(("a",), "k")
+    assert second.value == {"text": "two"}
+    assert second.created_at == first.created_at
+    assert second.updated_at > first.updated_at
+
+
+def test_index_fields_per_put_and_nested_paths() -> None:
+    config = index_config(["text", "meta.title", "tags[*]"])
+    memory = InMemoryStore(index=config)
+    with EdgeStore.open(":memory:", index=config) as edge:
+        for store in (memory, edge):
+            store.put(("d",), "1", {"text": "alpha", "meta": {"title": "beta"}, "tags": ["x", "y"]})
+            store.put(("d",), "2", {"text": "gamma", "meta": {"title": "delta"}},
+                      index=["meta.title"])
+            store.put(("d",), "3", {"text": "beta"}, index=False)
+        for query in ("beta", "y", "delta", "gamma"):
+            assert_same_ranked(
+                [r for r in memory.search(("d",), query=query) if r.score is not None],
+                edge.search(("d",), query=query),
+            )
+
+
+def test_batch_with_mixed_operations(pair) -> None:
+    from langgraph.store.base import GetOp, ListNamespacesOp, PutOp, SearchOp
+
+    memory, edge = pair
+    fill(memory)
+    fill(edge)
+    ops = [
+        GetOp(("memories", "u0"), "k0"),
+        SearchOp(("memories",), query="coffee", limit=3),
+        PutOp(("memories", "u0"), "new", {"text": "fresh"}),
+        ListNamespacesOp(match_conditions=None, max_depth=None, limit=10, offset=0),
+        PutOp(("memories", "u0"), "k0", None),
+    ]
+    expected, actual = memory.batch(ops), edge.batch(ops)
+    assert plain(actual[0]) == plain(expected[0])
+    assert_same_ranked(expected[1], actual[1])
+    assert actual[3] == expected[3]
+    assert edge.get(("memories", "u0"), "k0") is None
+    assert edge.get(("memories", "u0"), "new").value == {"text": "fresh"}
