@@ -54,8 +54,10 @@ FILTERS: list[dict[str, Any] | None] = [
 texts = st.lists(st.sampled_from(WORDS), min_size=1, max_size=4).map(" ".join)
 values = st.fixed_dictionaries(
     {"text": texts, "n": st.integers(0, 5)},
-    optional={"tag": st.sampled_from(["a", "b"]), "nested": st.fixed_dictionaries(
-        {"x": st.integers(0, 2)})},
+    optional={
+        "tag": st.sampled_from(["a", "b"]),
+        "nested": st.fixed_dictionaries({"x": st.integers(0, 2)}),
+    },
 )
 puts = st.tuples(
     st.just("put"),
@@ -123,8 +125,13 @@ def apply_sync(memory: BaseStore, edge: BaseStore, op: tuple) -> None:
             args = {"query": query, "filter": flt, "limit": limit, "offset": offset}
             check_search(memory.search(prefix, **args), edge.search(prefix, **args), query)
         case ("list", prefix, suffix, depth, limit, offset):
-            args = {"prefix": prefix, "suffix": suffix, "max_depth": depth, "limit": limit,
-                    "offset": offset}
+            args = {
+                "prefix": prefix,
+                "suffix": suffix,
+                "max_depth": depth,
+                "limit": limit,
+                "offset": offset,
+            }
             assert edge.list_namespaces(**args) == memory.list_namespaces(**args)
 
 
@@ -147,14 +154,17 @@ async def apply_async(memory: BaseStore, edge: BaseStore, op: tuple) -> None:
                 await memory.asearch(prefix, **args), await edge.asearch(prefix, **args), query
             )
         case ("list", prefix, suffix, depth, limit, offset):
-            args = {"prefix": prefix, "suffix": suffix, "max_depth": depth, "limit": limit,
-                    "offset": offset}
+            args = {
+                "prefix": prefix,
+                "suffix": suffix,
+                "max_depth": depth,
+                "limit": limit,
+                "offset": offset,
+            }
             assert await edge.alist_namespaces(**args) == await memory.alist_namespaces(**args)
 
 
-RANDOM = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+RANDOM = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @RANDOM
@@ -181,8 +191,9 @@ def test_random_sequences_async(ops: list[tuple]) -> None:
 def fill(store: BaseStore) -> None:
     for i in range(12):
         ns = ("memories", f"u{i % 3}")
-        store.put(ns, f"k{i}", {"text": f"{WORDS[i % len(WORDS)]} {i}", "n": i % 5,
-                                "tag": "ab"[i % 2]})
+        store.put(
+            ns, f"k{i}", {"text": f"{WORDS[i % len(WORDS)]} {i}", "n": i % 5, "tag": "ab"[i % 2]}
+        )
 
 
 def test_query_pages_match_and_cover_everything(pair) -> None:
@@ -240,8 +251,9 @@ def test_index_fields_per_put_and_nested_paths() -> None:
     with EdgeStore.open(":memory:", index=config) as edge:
         for store in (memory, edge):
             store.put(("d",), "1", {"text": "alpha", "meta": {"title": "beta"}, "tags": ["x", "y"]})
-            store.put(("d",), "2", {"text": "gamma", "meta": {"title": "delta"}},
-                      index=["meta.title"])
+            store.put(
+                ("d",), "2", {"text": "gamma", "meta": {"title": "delta"}}, index=["meta.title"]
+            )
             store.put(("d",), "3", {"text": "beta"}, index=False)
         for query in ("beta", "y", "delta", "gamma"):
             assert_same_ranked(

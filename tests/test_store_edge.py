@@ -105,13 +105,13 @@ def test_delete_namespace_erases_one_user_and_nobody_else() -> None:
             for i in range(5):
                 edge.put(("memories", user), f"k{i}", {"text": f"fact {i} of {user}"})
         edge.put(("memories", "1", "archive"), "old", {"text": "nested"})
-        before = {u: [plain(i) for i in edge.search(("memories", u), limit=50)]
-                  for u in ("2", "10")}
+        before = {
+            u: [plain(i) for i in edge.search(("memories", u), limit=50)] for u in ("2", "10")
+        }
         assert edge.delete_namespace(("memories", "1")) == 6
         assert edge.search(("memories", "1"), limit=50) == []
         assert edge.search(("memories", "1"), query="fact", limit=50) == []
-        after = {u: [plain(i) for i in edge.search(("memories", u), limit=50)]
-                 for u in ("2", "10")}
+        after = {u: [plain(i) for i in edge.search(("memories", u), limit=50)] for u in ("2", "10")}
         assert after == before and len(after["10"]) == 5
         assert edge.delete_namespace(("memories", "1")) == 0
         with pytest.raises(ValueError):
@@ -156,13 +156,16 @@ async def test_concurrent_coroutines_and_a_free_event_loop() -> None:
 
         tick_task = asyncio.create_task(ticker())
         users = [f"u{i}" for i in range(20)]
-        await asyncio.gather(*(
-            edge.aput(("memories", u), f"k{j}", {"text": f"{u} fact {j}"})
-            for u in users for j in range(15)
-        ))
-        results = await asyncio.gather(*(
-            edge.asearch(("memories", u), query=f"{u} fact 3", limit=3) for u in users
-        ))
+        await asyncio.gather(
+            *(
+                edge.aput(("memories", u), f"k{j}", {"text": f"{u} fact {j}"})
+                for u in users
+                for j in range(15)
+            )
+        )
+        results = await asyncio.gather(
+            *(edge.asearch(("memories", u), query=f"{u} fact 3", limit=3) for u in users)
+        )
         stop.set()
         await tick_task
         assert edge.count(("memories",)) == 300

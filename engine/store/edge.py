@@ -264,8 +264,9 @@ def _layout(index: QdrantIndexConfig | None) -> dict[str, Any]:
 
 def _check_layout(path: Path, found: dict[str, Any], expected: dict[str, Any]) -> None:
     if found.get("format") != FORMAT_VERSION:
-        raise ValueError(f"Store at {path} has format {found.get('format')}, expected "
-                         f"{FORMAT_VERSION}.")
+        raise ValueError(
+            f"Store at {path} has format {found.get('format')}, expected {FORMAT_VERSION}."
+        )
     if found["dims"] is None and expected["dims"] is not None:
         raise ValueError(
             f"Store at {path} was created without an index config; semantic search needs "

@@ -41,8 +41,7 @@ class EdgeClient:
         self, collection_name: str, requests: Sequence[models.QueryRequest]
     ) -> list[QueryResponse]:
         return [
-            QueryResponse(self.shard.query(convert.query_request(request)))
-            for request in requests
+            QueryResponse(self.shard.query(convert.query_request(request))) for request in requests
         ]
 
     def scroll(
@@ -73,9 +72,7 @@ class EdgeClient:
         exact: bool = False,
     ) -> qe.FacetResponse:
         return self.shard.facet(
-            qe.FacetRequest(
-                key=key, limit=limit, exact=exact, filter=convert.filter_(facet_filter)
-            )
+            qe.FacetRequest(key=key, limit=limit, exact=exact, filter=convert.filter_(facet_filter))
         )
 
     def count(

@@ -1,0 +1,48 @@
+"""One place that picks the long-term store backend from settings.
+
+Embedded (default): `EdgeStore` on local disk. Server mode (`MEMBOT_QDRANT_URL`): the
+Qdrant team's `AsyncQdrantStore`, so we carry no server client of our own. Both
+store items in the same layout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from langchain_core.embeddings import Embeddings
+from langgraph.store.base import BaseStore
+from langgraph.store.qdrant import AsyncQdrantStore
+from langgraph.store.qdrant.base import QdrantIndexConfig
+
+from engine.settings import Settings
+from engine.store.edge import EdgeStore
+
+# Memories are embedded on their text only; other value fields are metadata.
+MEMORY_FIELDS = ["text"]
+
+
+def index_config(embeddings: Embeddings, dims: int) -> QdrantIndexConfig:
+    return {"dims": dims, "embed": embeddings, "fields": MEMORY_FIELDS}
+
+
+@asynccontextmanager
+async def open_store(
+    settings: Settings, embeddings: Embeddings, dims: int
+) -> AsyncIterator[BaseStore]:
+    index = index_config(embeddings, dims)
+    if settings.qdrant_url:
+        api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+        async with AsyncQdrantStore.from_url(
+            settings.qdrant_url,
+            api_key=api_key,
+            collection_name=settings.qdrant_collection,
+            index=index,
+        ) as server_store:
+            await server_store.setup()
+            yield server_store
+        return
+    store = await asyncio.to_thread(EdgeStore.open, settings.store_path, index=index)
+    async with store:
+        yield store
