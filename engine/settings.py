@@ -73,6 +73,9 @@ class Settings(BaseSettings):
 
     # Memory behaviour.
     memory_top_k: int = Field(default=5, ge=0, le=100)
+    max_message_chars: int = Field(
+        default=16_000, ge=1, description="Longer messages get a polite refusal, not a reply."
+    )
     history_messages: int = Field(
         default=40, ge=1, description="Most recent thread messages sent to the model."
     )

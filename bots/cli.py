@@ -1,0 +1,96 @@
+"""The `membot` command: `membot run` (the README's run command) and `membot chat`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from engine.bot import MemoryBot
+from engine.settings import Settings
+
+# Which environment variables make each platform adapter start.
+PLATFORM_CREDENTIALS = {
+    "Slack": ("SLACK_BOT_TOKEN",),
+    "Discord": ("DISCORD_TOKEN",),
+}
+
+HOW_TO_CONFIGURE = """No Slack or Discord credentials are configured, so here is the console chat.
+To connect a platform, set (in the environment or a .env file) and run again:
+  Slack:   SLACK_BOT_TOKEN=xoxb-... and SLACK_APP_TOKEN=xapp-... (Socket Mode)
+           or SLACK_SIGNING_SECRET=... (HTTP events)
+  Discord: DISCORD_TOKEN=...
+For a language model set ANTHROPIC_API_KEY or OPENAI_API_KEY; without one the bot runs
+offline and can only remember and recall what you tell it."""
+
+
+def describe(bot: MemoryBot) -> str:
+    settings = bot.settings
+    model = "OFFLINE (no language model key set)" if bot.model.offline else bot.model.name
+    store = (
+        f"Qdrant server {settings.qdrant_url}"
+        if settings.qdrant_url
+        else f"embedded Qdrant in {settings.store_path}"
+    )
+    embedder = settings.resolved_embedding_provider()
+    return (
+        f"membot | model: {model} | memory: {store} ({embedder} embeddings) | "
+        f"conversations: {settings.checkpoint_path}"
+    )
+
+
+def configured_platforms() -> list[str]:
+    return [
+        name
+        for name, variables in PLATFORM_CREDENTIALS.items()
+        if all(os.environ.get(v) for v in variables)
+    ]
+
+
+async def _chat(settings: Settings, user: str, thread: str, banner_extra: str = "") -> None:
+    from bots.console import run_console
+
+    async with MemoryBot.open(settings) as bot:
+        banner = describe(bot) + (f"\n{banner_extra}" if banner_extra else "")
+        await run_console(bot, user=user, thread=thread, banner=banner)
+
+
+async def _run(settings: Settings) -> None:
+    platforms = configured_platforms()
+    if not platforms:
+        await _chat(settings, user="me", thread="main", banner_extra=HOW_TO_CONFIGURE)
+        return
+    # The platform adapters arrive with their own issues; until then say so plainly.
+    print(
+        f"Credentials found for {', '.join(platforms)}, but this build has no adapter for "
+        "them yet. Starting the console chat instead.",
+        file=sys.stderr,
+    )
+    await _chat(settings, user="me", thread="main")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="membot", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="start the configured platform adapters, or the console")
+    chat = commands.add_parser("chat", help="chat in the terminal")
+    chat.add_argument("--user", default="me", help="who you are (memories are per user)")
+    chat.add_argument("--thread", default="main", help="conversation name")
+    parser.add_argument("--log-level", default=os.environ.get("MEMBOT_LOG_LEVEL", "WARNING"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    try:
+        if args.command == "run":
+            asyncio.run(_run(settings))
+        else:
+            asyncio.run(_chat(settings, args.user, args.thread))
+    except KeyboardInterrupt:
+        print("\nBye.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
