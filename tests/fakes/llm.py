@@ -1,0 +1,287 @@
+"""A local fake of the Anthropic and OpenAI HTTP APIs, for tests that drive the real SDKs.
+
+Why it exists: most of what can go wrong in a model adapter lives in the vendor SDK and on the
+wire (URL layout, auth headers, retries on 429/5xx/529, timeouts, error classes, base64
+embeddings). Mocking our own functions would test none of that, and the real APIs are out of
+reach from tests (no network, no keys). So this server speaks just enough of both vendors'
+non-streaming formats for the real `anthropic` and `openai` clients, pointed at it through
+`base_url`, to do their whole job.
+
+It serves from its own event loop in a background thread, so a synchronous SDK client (or
+anything else that blocks the test's loop) cannot deadlock it. Usage::
+
+    async with FakeLLM() as fake:        # or `with FakeLLM() as fake:` in a sync test
+        client = anthropic.AsyncAnthropic(api_key="k", base_url=fake.anthropic_url)
+        fake.reply = lambda body: "hi"   # the text of every successful chat reply
+        fake.fail(529, times=3)          # the next three requests get a vendor-shaped error
+        fake.delay = 2.0                 # each response is held back this long (timeouts)
+        fake.requests                    # everything received, in order (`Received`)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import itertools
+import json
+import math
+import random
+import socket
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+# Vendor `error.type` by status. Other 4xx are "invalid_request_error"; other 5xx are
+# "api_error" (Anthropic) or "server_error" (OpenAI).
+_ERROR_TYPES = {
+    "anthropic": {401: "authentication_error", 429: "rate_limit_error", 529: "overloaded_error"},
+    "openai": {429: "requests"},
+}
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as the fake saw it: header names lower-cased, body parsed (None if not JSON)."""
+
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    """Text of the last user message of a chat request body, in either vendor's format."""
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            return "".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
+    return ""
+
+
+def echo_reply(body: dict[str, Any]) -> str:
+    """The default reply: shows which user message reached the 'model'."""
+    return f"echo: {last_user_text(body)}"
+
+
+def fake_embedding(text: str, dims: int) -> list[float]:
+    """A deterministic unit vector for `text`; a hash, so similar texts are NOT close."""
+    rng = random.Random(hashlib.sha256(text.encode("utf-8")).digest())
+    raw = [rng.gauss(0.0, 1.0) for _ in range(dims)]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [x / norm for x in raw]
+
+
+def _tokens(obj: Any) -> int:
+    return len(json.dumps(obj).split())  # a stand-in count; only has to be plausible
+
+
+class FakeLLM:
+    """Both vendors on one 127.0.0.1 port; see the module docstring."""
+
+    def __init__(self, reply: Callable[[dict[str, Any]], str] = echo_reply) -> None:
+        self.reply = reply
+        self.delay = 0.0
+        self.retry_after_ms = 1  # sent with errors so SDK retries don't back off for seconds
+        self.default_embedding_dims = 1536  # used when a request sends no `dimensions`
+        self.requests: list[Received] = []
+        self._failures: deque[tuple[int, str | None, str | None]] = deque()
+        self._ids = itertools.count(1)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self.port = 0
+
+    @property
+    def anthropic_url(self) -> str:
+        """Base URL for `anthropic` clients: the SDK appends `/v1/messages` itself."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openai_url(self) -> str:
+        """Base URL for `openai` clients: theirs includes `/v1` (the SDK appends `/embeddings`)."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def fail(
+        self,
+        status: int,
+        *,
+        times: int = 1,
+        error_type: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Answer the next `times` requests with a vendor-shaped error instead of a reply."""
+        self._failures.extend([(status, error_type, message)] * times)
+
+    def requests_to(self, path: str) -> list[Received]:
+        return [r for r in self.requests if r.path == path]
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=asyncio.run, args=(self._serve(sock, ready),), name="FakeLLM", daemon=True
+        )
+        self._thread.start()
+        if not ready.wait(10) or self._stopping is None:
+            raise RuntimeError("FakeLLM server did not start")
+
+    def close(self) -> None:
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def __enter__(self) -> FakeLLM:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> FakeLLM:
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await asyncio.to_thread(self.close)
+
+    async def _serve(self, sock: socket.socket, ready: threading.Event) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/{endpoint:.+}", self._handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        try:
+            await runner.setup()
+            await web.SockSite(runner, sock).start()
+            stopping = asyncio.Event()
+            self._loop, self._stopping = asyncio.get_running_loop(), stopping
+            ready.set()
+            await stopping.wait()
+        finally:
+            ready.set()
+            await runner.cleanup()
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.requests.append(Received(request.path, headers, body))
+        vendor = "anthropic" if request.path == "/v1/messages" else "openai"
+        if self.delay > 0 and self._stopping is not None:
+            with contextlib.suppress(TimeoutError):  # closing the fake cuts the delay short
+                await asyncio.wait_for(self._stopping.wait(), self.delay)
+        if self._failures:
+            return self._error(vendor, *self._failures.popleft())
+        routes = {
+            "/v1/messages": self._messages,
+            "/v1/chat/completions": self._chat,
+            "/v1/embeddings": self._embeddings,
+        }
+        if request.path not in routes:
+            return self._error(vendor, 404, None, f"unknown path {request.path}")
+        if not isinstance(body, dict) or "model" not in body:
+            return self._error(vendor, 400, None, "body must be a JSON object with a model")
+        return routes[request.path](body)
+
+    def _error(
+        self, vendor: str, status: int, kind: str | None, message: str | None
+    ) -> web.Response:
+        message = message or f"fake {status} error"
+        fallback = "invalid_request_error" if status < 500 else "server_error"
+        if vendor == "anthropic" and status >= 500:
+            fallback = "api_error"
+        kind = kind or _ERROR_TYPES[vendor].get(status, fallback)
+        if vendor == "anthropic":
+            payload: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
+        else:
+            payload = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+        headers = {"retry-after-ms": str(self.retry_after_ms), "request-id": f"req_{status}"}
+        return web.json_response(payload, status=status, headers=headers)
+
+    def _messages(self, body: dict[str, Any]) -> web.Response:
+        if "max_tokens" not in body or not body.get("messages"):
+            return self._error("anthropic", 400, None, "max_tokens and messages are required")
+        text = self.reply(body)
+        return web.json_response(
+            {
+                "id": f"msg_fake{next(self._ids)}",
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "text", "text": text}],
+                "model": body["model"],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {
+                    "input_tokens": _tokens([body.get("system"), body["messages"]]),
+                    "output_tokens": _tokens(text),
+                },
+            }
+        )
+
+    def _chat(self, body: dict[str, Any]) -> web.Response:
+        text = self.reply(body)
+        prompt, completion = _tokens(body.get("messages")), _tokens(text)
+        return web.json_response(
+            {
+                "id": f"chatcmpl-fake{next(self._ids)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                        "message": {"role": "assistant", "content": text, "refusal": None},
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                },
+            }
+        )
+
+    def _embeddings(self, body: dict[str, Any]) -> web.Response:
+        inputs = body.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else inputs
+        # Like the real API: no empty strings, at most 2048 inputs per request.
+        if (
+            not isinstance(inputs, list)
+            or not 0 < len(inputs) <= 2048
+            or not all(isinstance(t, str) and t for t in inputs)
+        ):
+            return self._error("openai", 400, None, "'$.input' is invalid.")
+        dims = body.get("dimensions", self.default_embedding_dims)
+        data = []
+        for index, text in enumerate(inputs):
+            vector: Any = fake_embedding(text, dims)
+            if body.get("encoding_format") == "base64":  # the SDK asks for this by default
+                vector = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode("ascii")
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        usage = _tokens(inputs)
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": body["model"],
+                "usage": {"prompt_tokens": usage, "total_tokens": usage},
+            }
+        )
