@@ -63,6 +63,7 @@ class MemoryBot:
             store=store,
             top_k=settings.memory_top_k,
             history_messages=settings.history_messages,
+            min_relevance=settings.memory_min_relevance,
         )
         # One turn at a time per thread, or two turns would both read the same
         # `previous` and the later save would drop the earlier message.

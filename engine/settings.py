@@ -73,6 +73,11 @@ class Settings(BaseSettings):
 
     # Memory behaviour.
     memory_top_k: int = Field(default=5, ge=0, le=100)
+    memory_min_relevance: float = Field(
+        default=0.3,
+        description="Search score below which the offline model ignores a recalled memory "
+        "(all-MiniLM-L6-v2: related facts score ~0.5+, unrelated ones ~0.1).",
+    )
     max_message_chars: int = Field(
         default=16_000, ge=1, description="Longer messages get a polite refusal, not a reply."
     )

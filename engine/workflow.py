@@ -40,12 +40,13 @@ def build_chat_workflow(
     store: BaseStore,
     top_k: int = 5,
     history_messages: int = 40,
+    min_relevance: float = 0.3,
 ) -> Pregel:
     """The compiled workflow. Invoke with `{"text": ...}` and a config carrying
     `thread_id` and `user_id`; it returns the reply as an `AIMessage`."""
 
     @task
-    async def recall(user_id: str, query: str) -> list[str]:
+    async def recall(user_id: str, query: str) -> list[tuple[str, float | None]]:
         if top_k == 0:
             return []
         try:
@@ -54,7 +55,11 @@ def build_chat_workflow(
             # Answering without memories beats not answering; say nothing false.
             logger.warning("memory recall failed; answering without memories", exc_info=True)
             return []
-        return [item.value["text"] for item in items if isinstance(item.value.get("text"), str)]
+        return [
+            (item.value["text"], item.score)
+            for item in items
+            if isinstance(item.value.get("text"), str)
+        ]
 
     @task
     async def answer(prompt: Prompt) -> AIMessage:
@@ -79,10 +84,12 @@ def build_chat_workflow(
         user_message = HumanMessage(content=text, additional_kwargs={"user_id": user_id})
         messages = add_messages(previous or [], [user_message])
 
-        memories = await recall(user_id, text)
+        recalled = await recall(user_id, text)
         prompt = Prompt(
-            system=system_prompt(memories),
-            memories=memories,
+            # A language model weighs every recalled memory itself; the offline model
+            # answers from memories alone, so it only gets those that match the question.
+            system=system_prompt([text for text, _ in recalled]),
+            memories=[t for t, score in recalled if score is None or score >= min_relevance],
             messages=list(messages[-history_messages:]),
         )
         try:
