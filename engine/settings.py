@@ -52,14 +52,14 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = Field(
         default=None, validation_alias=_env("ANTHROPIC_BASE_URL", "ANTHROPIC_BASE_URL")
     )
-    anthropic_model: str = "claude-sonnet-4-5"
+    anthropic_model: str = "claude-sonnet-5-5"
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=_env("OPENAI_API_KEY", "OPENAI_API_KEY")
     )
     openai_base_url: str | None = Field(
         default=None, validation_alias=_env("OPENAI_BASE_URL", "OPENAI_BASE_URL")
     )
-    openai_model: str = "gpt-4o-mini"
+    openai_model: str = "gpt-5.4-mini"
     llm_max_tokens: int = Field(default=1024, ge=1)
     llm_timeout_seconds: float = Field(default=60.0, gt=0)
 

@@ -12,7 +12,6 @@ import traceback
 from collections.abc import AsyncIterator
 
 import pytest
-from fakes.llm import FakeLLM
 from hypothesis import given
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -28,6 +27,7 @@ from engine.models import (
     to_second_person,
 )
 from engine.settings import Settings
+from tests.fakes.llm import FakeLLM
 
 ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
 OPENAI_KEY = "sk-proj-test-fedcba9876543210"

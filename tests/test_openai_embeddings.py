@@ -6,12 +6,12 @@ import math
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
-from fakes.llm import FakeLLM, fake_embedding
 from langchain_core.embeddings import Embeddings
 
 from engine.embeddings.openai import MAX_BATCH, OpenAIEmbeddings
 from engine.models import ModelError
 from engine.settings import Settings
+from tests.fakes.llm import FakeLLM, fake_embedding
 
 KEY = "sk-proj-embed-test-0123456789"
 
