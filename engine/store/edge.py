@@ -40,6 +40,7 @@ from langgraph.store.qdrant._plans import (
     run,
 )
 from langgraph.store.qdrant.base import (
+    _METRICS,
     _PAYLOAD_INDEXES,
     VECTOR_NAME,
     BaseQdrantStore,
@@ -287,8 +288,6 @@ def _edge_config(index: QdrantIndexConfig | None) -> qe.EdgeConfig:
     if not index:
         placeholder = qe.EdgeVectorParams(size=1, distance=qe.Distance.Cosine)
         return qe.EdgeConfig(vectors={_PLACEHOLDER_VECTOR: placeholder})
-    from langgraph.store.qdrant.base import _METRICS
-
     metric = _METRICS[index.get("distance", "cosine")]
     vector = qe.EdgeVectorParams(
         size=index["dims"],
