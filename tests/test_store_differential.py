@@ -67,21 +67,31 @@ puts = st.tuples(
     st.sampled_from([None, None, None, False]),
 )
 deletes = st.tuples(st.just("delete"), st.sampled_from(NAMESPACES), st.sampled_from(["k1", "k2"]))
-searches = st.tuples(
-    st.just("search"),
+
+
+def _search(prefix: tuple, query: str | None, flt: dict | None, limit: int, offset: int) -> tuple:
+    if query is None:  # pages of unscored results differ by order: compare everything
+        limit, offset = 100, 0
+    return ("search", prefix, {"query": query, "filter": flt, "limit": limit, "offset": offset})
+
+
+searches = st.builds(
+    _search,
     st.sampled_from(PREFIXES),
     st.one_of(st.none(), texts),
     st.sampled_from(FILTERS),
     st.integers(1, 6),
     st.integers(0, 3),
 )
-lists = st.tuples(
-    st.just("list"),
-    st.one_of(st.none(), st.sampled_from([("memories",), ("docs",), ("*", "u2"), ("x", "*")])),
-    st.one_of(st.none(), st.sampled_from([("u1",), ("notes",), ("*",), ("memories",)])),
-    st.one_of(st.none(), st.integers(1, 3)),
-    st.integers(1, 10),
-    st.integers(0, 2),
+lists = st.builds(
+    lambda **args: ("list", args),
+    prefix=st.one_of(
+        st.none(), st.sampled_from([("memories",), ("docs",), ("*", "u2"), ("x", "*")])
+    ),
+    suffix=st.one_of(st.none(), st.sampled_from([("u1",), ("notes",), ("*",), ("memories",)])),
+    max_depth=st.one_of(st.none(), st.integers(1, 3)),
+    limit=st.integers(1, 10),
+    offset=st.integers(0, 2),
 )
 operations = st.lists(st.one_of(puts, puts, deletes, searches, lists), min_size=1, max_size=30)
 
@@ -119,19 +129,9 @@ def apply_sync(memory: BaseStore, edge: BaseStore, op: tuple) -> None:
             drop_empty_namespaces(memory)
             edge.delete(ns, key)
             assert edge.get(ns, key) is None
-        case ("search", prefix, query, flt, limit, offset):
-            if query is None:  # pages of unscored results differ by order; compare all
-                limit, offset = 100, 0
-            args = {"query": query, "filter": flt, "limit": limit, "offset": offset}
-            check_search(memory.search(prefix, **args), edge.search(prefix, **args), query)
-        case ("list", prefix, suffix, depth, limit, offset):
-            args = {
-                "prefix": prefix,
-                "suffix": suffix,
-                "max_depth": depth,
-                "limit": limit,
-                "offset": offset,
-            }
+        case ("search", prefix, args):
+            check_search(memory.search(prefix, **args), edge.search(prefix, **args), args["query"])
+        case ("list", args):
             assert edge.list_namespaces(**args) == memory.list_namespaces(**args)
 
 
@@ -146,21 +146,13 @@ async def apply_async(memory: BaseStore, edge: BaseStore, op: tuple) -> None:
             drop_empty_namespaces(memory)
             await edge.adelete(ns, key)
             assert await edge.aget(ns, key) is None
-        case ("search", prefix, query, flt, limit, offset):
-            if query is None:
-                limit, offset = 100, 0
-            args = {"query": query, "filter": flt, "limit": limit, "offset": offset}
-            check_search(
-                await memory.asearch(prefix, **args), await edge.asearch(prefix, **args), query
+        case ("search", prefix, args):
+            expected, actual = (
+                await memory.asearch(prefix, **args),
+                await edge.asearch(prefix, **args),
             )
-        case ("list", prefix, suffix, depth, limit, offset):
-            args = {
-                "prefix": prefix,
-                "suffix": suffix,
-                "max_depth": depth,
-                "limit": limit,
-                "offset": offset,
-            }
+            check_search(expected, actual, args["query"])
+        case ("list", args):
             assert await edge.alist_namespaces(**args) == await memory.alist_namespaces(**args)
 
 
