@@ -11,12 +11,6 @@ import sys
 from engine.bot import MemoryBot
 from engine.settings import Settings
 
-# Which environment variables make each platform adapter start.
-PLATFORM_CREDENTIALS = {
-    "Slack": ("SLACK_BOT_TOKEN",),
-    "Discord": ("DISCORD_TOKEN",),
-}
-
 HOW_TO_CONFIGURE = """No Slack or Discord credentials are configured, so here is the console chat.
 To connect a platform, set (in the environment or a .env file) and run again:
   Slack:   SLACK_BOT_TOKEN=xoxb-... and SLACK_APP_TOKEN=xapp-... (Socket Mode)
@@ -41,12 +35,10 @@ def describe(bot: MemoryBot) -> str:
     )
 
 
-def configured_platforms() -> list[str]:
-    return [
-        name
-        for name, variables in PLATFORM_CREDENTIALS.items()
-        if all(os.environ.get(v) for v in variables)
-    ]
+def slack_configured(settings: Settings) -> bool:
+    return bool(
+        settings.slack_bot_token and (settings.slack_app_token or settings.slack_signing_secret)
+    )
 
 
 async def _chat(settings: Settings, user: str, thread: str, banner_extra: str = "") -> None:
@@ -58,17 +50,16 @@ async def _chat(settings: Settings, user: str, thread: str, banner_extra: str = 
 
 
 async def _run(settings: Settings) -> None:
-    platforms = configured_platforms()
-    if not platforms:
+    if os.environ.get("DISCORD_TOKEN"):
+        print("DISCORD_TOKEN is set, but this build has no Discord adapter yet.", file=sys.stderr)
+    if not slack_configured(settings):
         await _chat(settings, user="me", thread="main", banner_extra=HOW_TO_CONFIGURE)
         return
-    # The platform adapters arrive with their own issues; until then say so plainly.
-    print(
-        f"Credentials found for {', '.join(platforms)}, but this build has no adapter for "
-        "them yet. Starting the console chat instead.",
-        file=sys.stderr,
-    )
-    await _chat(settings, user="me", thread="main")
+    from bots.slack import SlackAdapter
+
+    async with MemoryBot.open(settings) as bot:
+        print(describe(bot), file=sys.stderr)
+        await SlackAdapter(bot, settings).run()
 
 
 def main(argv: list[str] | None = None) -> int:

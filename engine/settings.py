@@ -85,6 +85,36 @@ class Settings(BaseSettings):
         default=40, ge=1, description="Most recent thread messages sent to the model."
     )
 
+    # Platforms. Only plain values live here; the adapters in `bots/` interpret them.
+    slack_bot_token: SecretStr | None = Field(
+        default=None, validation_alias=_env("SLACK_BOT_TOKEN", "SLACK_BOT_TOKEN")
+    )
+    slack_app_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("SLACK_APP_TOKEN", "SLACK_APP_TOKEN"),
+        description="xapp- token: Socket Mode. Without it, Slack runs in HTTP mode.",
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        default=None, validation_alias=_env("SLACK_SIGNING_SECRET", "SLACK_SIGNING_SECRET")
+    )
+    slack_api_url: str = Field(
+        default="https://slack.com/api/", description="Slack Web API base (proxies, tests)."
+    )
+    slack_admins: str = Field(
+        default="",
+        description="Comma-separated Slack user ids allowed to /forget others, besides "
+        "workspace admins and owners.",
+    )
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(default=3000, description="Slack HTTP-mode events endpoint port.")
+    audit_log: Path | None = Field(
+        default=None, description="Admin erasure audit trail; default data_dir/audit.log."
+    )
+
+    @property
+    def audit_log_path(self) -> Path:
+        return self.audit_log or self.data_dir / "audit.log"
+
     def resolved_llm_provider(self) -> Literal["anthropic", "openai", "offline"]:
         if self.llm_provider != "auto":
             return self.llm_provider

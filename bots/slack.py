@@ -1,0 +1,339 @@
+"""The Slack adapter, on slack-bolt's `AsyncApp`.
+
+Bolt verifies signatures, acks events before the listener runs, and drives both
+Socket Mode and HTTP mode; this module only maps Slack events to
+`(thread_id, user_id, text)`, calls the engine and renders the reply.
+
+Identity:
+- user: `slack:<team_id>:<user_id>` (Slack user ids are unique only in a workspace);
+- thread: `slack:<team_id>:<channel_id>:<thread_ts>` for channel mentions and threads;
+  a DM's top-level messages share `slack:<team_id>:<channel_id>`, and a thread inside
+  a DM is its own conversation (`...:<thread_ts>`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.audit import AuditLog
+from bots.chunking import split_message
+from bots.dedupe import EventDeduper
+from bots.slack_format import escape, to_mrkdwn
+from engine.bot import MemoryBot, Reply
+from engine.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_LIMIT = 3_900  # Slack truncates long texts; well under its 4,000-character advice
+THINKING = "_Thinking…_"
+# Message subtypes that are a person talking; all others (edits, deletions, joins,
+# bot messages, ...) are ignored.
+USER_SUBTYPES = {None, "file_share", "thread_broadcast"}
+FILES_ONLY = (
+    "I can only read text for now, not files. Paste the part you want me to look at "
+    "into a message and I'll take it from there."
+)
+TROUBLE = "Sorry, something went wrong on my side while answering. Please try again."
+_USER_REF = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+
+
+def user_key(team_id: str, user_id: str) -> str:
+    return f"slack:{team_id}:{user_id}"
+
+
+def thread_key(team_id: str, channel_id: str, thread_ts: str | None) -> str:
+    base = f"slack:{team_id}:{channel_id}"
+    return f"{base}:{thread_ts}" if thread_ts else base
+
+
+class SlackAdapter:
+    def __init__(
+        self, bot: MemoryBot, settings: Settings, *, client: AsyncWebClient | None = None
+    ) -> None:
+        self.bot = bot
+        self.settings = settings
+        token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+        secret = settings.slack_signing_secret
+        self.app = AsyncApp(
+            client=client or AsyncWebClient(token=token, base_url=settings.slack_api_url),
+            signing_secret=secret.get_secret_value() if secret else "",
+            process_before_response=False,  # ack first, think afterwards
+        )
+        self.dedupe = EventDeduper()
+        self.audit = AuditLog(settings.audit_log_path)
+        self._admins = {a.strip() for a in settings.slack_admins.split(",") if a.strip()}
+        self._register()
+
+    # -- wiring ----------------------------------------------------------------------
+
+    def _register(self) -> None:
+        app = self.app
+        app.middleware(self._skip_duplicates)
+        app.event("app_mention")(self._on_mention)
+        app.event("message")(self._on_message)
+        app.command("/memories")(self._memories_command)
+        app.command("/forget")(self._forget_command)
+        app.action("forget_confirm")(self._forget_confirmed)
+        app.action("forget_cancel")(self._forget_cancelled)
+        app.error(self._on_error)
+
+    async def _skip_duplicates(self, body: dict[str, Any], next: Any) -> BoltResponse | None:
+        event_id = body.get("event_id")
+        if body.get("type") == "event_callback" and event_id and not self.dedupe.claim(event_id):
+            logger.info("slack: duplicate delivery of %s acknowledged and skipped", event_id)
+            return BoltResponse(status=200, body="")
+        return await next()
+
+    async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
+        logger.error("slack: unhandled error for %s", body.get("type"), exc_info=error)
+
+    # -- messages --------------------------------------------------------------------
+
+    async def _on_mention(self, event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
+        team = _team(event, body)
+        channel, ts = event["channel"], event["ts"]
+        thread_ts = event.get("thread_ts") or ts
+        await self._answer(
+            event,
+            context,
+            team=team,
+            thread_id=thread_key(team, channel, thread_ts),
+            reply_in=thread_ts,
+        )
+
+    async def _on_message(self, event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
+        person = event.get("user")
+        if event.get("subtype") not in USER_SUBTYPES or event.get("bot_id") or not person:
+            return  # edits, deletions, joins, other bots: never answer
+        if person == context.bot_user_id:
+            return  # ourselves: never loop
+        team = _team(event, body)
+        channel, thread_ts = event["channel"], event.get("thread_ts")
+        if event.get("channel_type") == "im":
+            thread_id = thread_key(team, channel, thread_ts)
+            await self._answer(event, context, team=team, thread_id=thread_id, reply_in=thread_ts)
+            return
+        if not thread_ts or f"<@{context.bot_user_id}" in event.get("text", ""):
+            return  # not in a thread, or a mention: the app_mention listener answers it
+        thread_id = thread_key(team, channel, thread_ts)
+        if await self.bot.history(thread_id):  # a thread we already take part in
+            await self._answer(event, context, team=team, thread_id=thread_id, reply_in=thread_ts)
+
+    async def _answer(
+        self,
+        event: dict[str, Any],
+        context: Any,
+        *,
+        team: str,
+        thread_id: str,
+        reply_in: str | None,
+    ) -> None:
+        client: AsyncWebClient = context.client
+        channel = event["channel"]
+        text = _strip_mention(event.get("text") or "", context.bot_user_id)
+        if not text.strip() and event.get("files"):
+            await client.chat_postMessage(channel=channel, thread_ts=reply_in, text=FILES_ONLY)
+            return
+        placeholder = await self._show_progress(client, event, reply_in)
+        try:
+            reply = await self.bot.chat(
+                user_id=user_key(team, event["user"]), thread_id=thread_id, text=text
+            )
+            await self._deliver(client, channel, reply_in, placeholder, reply)
+        except Exception:
+            logger.exception("slack: answering in %s failed", thread_id)
+            await self._deliver(
+                client, channel, reply_in, placeholder, Reply(TROUBLE, "", False, error=True)
+            )
+
+    async def _show_progress(
+        self, client: AsyncWebClient, event: dict[str, Any], reply_in: str | None
+    ) -> str | None:
+        """Assistant threads get a status line; elsewhere a placeholder message that the
+        answer replaces. Returns the placeholder's ts, if one was posted."""
+        if event.get("channel_type") == "im" and reply_in:
+            try:
+                await client.assistant_threads_setStatus(
+                    channel_id=event["channel"], thread_ts=reply_in, status="is thinking…"
+                )
+                return None
+            except SlackApiError:
+                pass  # not an assistant thread: fall back to a placeholder
+        posted = await client.chat_postMessage(
+            channel=event["channel"], thread_ts=reply_in, text=THINKING
+        )
+        return posted["ts"]
+
+    async def _deliver(
+        self,
+        client: AsyncWebClient,
+        channel: str,
+        reply_in: str | None,
+        placeholder: str | None,
+        reply: Reply,
+    ) -> None:
+        parts = split_message(to_mrkdwn(reply.text), MESSAGE_LIMIT)
+        if placeholder:
+            await client.chat_update(channel=channel, ts=placeholder, text=parts[0])
+            parts = parts[1:]
+        for part in parts:
+            await client.chat_postMessage(channel=channel, thread_ts=reply_in, text=part)
+
+    # -- slash commands ----------------------------------------------------------------
+
+    async def _memories_command(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
+        await ack()
+        items = await self.bot.memories(user_key(command["team_id"], command["user_id"]))
+        if not items:
+            await respond(text="I don't remember anything about you yet.")
+            return
+        lines = [f"{n}. {escape(str(i.value.get('text', '')))}" for n, i in enumerate(items, 1)]
+        await respond(text="What I remember about you:\n" + "\n".join(lines))
+
+    async def _forget_command(
+        self, ack: Any, command: dict[str, Any], respond: Any, client: AsyncWebClient
+    ) -> None:
+        await ack()
+        team, actor = command["team_id"], command["user_id"]
+        argument = (command.get("text") or "").strip()
+        target = actor
+        if argument:
+            found = _USER_REF.fullmatch(argument)
+            if not found:
+                await respond(
+                    text="Use `/forget` to erase what I remember about you, or (admins) "
+                    "`/forget @someone` for another person."
+                )
+                return
+            target = found[1]
+        if target != actor and not await self._is_admin(client, team, actor):
+            await respond(
+                text="Only workspace admins can erase someone else's memories. Nothing was erased."
+            )
+            return
+        count = len(await self.bot.memories(user_key(team, target), limit=1000))
+        whose = "your" if target == actor else f"<@{target}>'s"
+        if not count:
+            await respond(text=f"There is nothing to forget: I hold none of {whose} memories.")
+            return
+        value = json.dumps({"team": team, "target": target})
+        await respond(
+            text=f"Erase all {count} of {whose} memories?",
+            blocks=_confirmation_blocks(f"Erase all {count} of {whose} memories?", value),
+        )
+
+    async def _forget_confirmed(
+        self, ack: Any, body: dict[str, Any], respond: Any, client: AsyncWebClient
+    ) -> None:
+        await ack()
+        choice = json.loads(body["actions"][0]["value"])
+        team = (body.get("team") or {}).get("id") or body["user"].get("team_id")
+        clicker, target = body["user"]["id"], choice["target"]
+        if choice["team"] != team or (
+            clicker != target and not await self._is_admin(client, team, clicker)
+        ):
+            await respond(replace_original=True, text="You can't erase these memories.")
+            return
+        erased = await self.bot.forget(user_key(team, target))
+        if clicker != target:
+            await self.audit.record(
+                "forget_memories",
+                actor=user_key(team, clicker),
+                target=user_key(team, target),
+                count=erased,
+                platform="slack",
+            )
+        whose = "your" if clicker == target else f"<@{target}>'s"
+        await respond(replace_original=True, text=f"Done: erased {erased} of {whose} memories.")
+
+    async def _forget_cancelled(self, ack: Any, respond: Any) -> None:
+        await ack()
+        await respond(replace_original=True, text="Cancelled. Nothing was erased.")
+
+    async def _is_admin(self, client: AsyncWebClient, team: str, user: str) -> bool:
+        if user in self._admins or user_key(team, user) in self._admins:
+            return True
+        try:
+            info = (await client.users_info(user=user))["user"]
+        except SlackApiError:
+            logger.warning("slack: users.info failed for %s; treating as non-admin", user)
+            return False
+        return bool(info.get("is_admin") or info.get("is_owner") or info.get("is_primary_owner"))
+
+    # -- running -------------------------------------------------------------------------
+
+    def web_app(self) -> web.Application:
+        """HTTP mode: bolt's aiohttp app serving `/slack/events` (events, commands and
+        interactivity all post there)."""
+        return self.app.web_app(path="/slack/events", port=self.settings.http_port)
+
+    async def run(self) -> None:
+        """Serve until cancelled: Socket Mode with an app token, else HTTP mode."""
+        if self.settings.slack_app_token:
+            handler = AsyncSocketModeHandler(
+                self.app, self.settings.slack_app_token.get_secret_value()
+            )
+            logger.info("slack: connecting in Socket Mode")
+            try:
+                await handler.start_async()
+            finally:
+                await handler.close_async()
+            return
+        if not self.settings.slack_signing_secret:
+            raise RuntimeError(
+                "Slack HTTP mode needs SLACK_SIGNING_SECRET (or use SLACK_APP_TOKEN)"
+            )
+        runner = web.AppRunner(self.web_app())
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)
+        await site.start()
+        logger.info("slack: HTTP mode on port %d, path /slack/events", self.settings.http_port)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+
+def _team(event: dict[str, Any], body: dict[str, Any]) -> str:
+    return event.get("team") or body.get("team_id") or "unknown"
+
+
+def _strip_mention(text: str, bot_user_id: str | None) -> str:
+    if bot_user_id:
+        text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", "", text)
+    return text.strip()
+
+
+def _confirmation_blocks(question: str, value: str) -> list[dict[str, Any]]:
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": question}},
+        {
+            "type": "actions",
+            "elements": [
+                {
+                    "type": "button",
+                    "style": "danger",
+                    "text": {"type": "plain_text", "text": "Erase"},
+                    "action_id": "forget_confirm",
+                    "value": value,
+                },
+                {
+                    "type": "button",
+                    "text": {"type": "plain_text", "text": "Cancel"},
+                    "action_id": "forget_cancel",
+                    "value": value,
+                },
+            ],
+        },
+    ]

@@ -1,0 +1,522 @@
+"""A local fake of Slack on 127.0.0.1, for tests that drive the real `slack_sdk` and `slack_bolt`.
+
+Why it exists: most of what can go wrong in a Slack adapter lives on the wire and inside the SDKs
+(how `AsyncWebClient` encodes each method, request signing, Socket Mode envelopes and acks, the
+3-second ack budget, bolt's middleware). Mocking our own functions would test none of that, and
+slack.com is out of reach from tests. So this server speaks just enough Slack, in the test's own
+event loop, for the real clients to do their whole job against it::
+
+    async with FakeSlack() as slack:
+        client = AsyncWebClient(token="xoxb-test", base_url=slack.api_url)
+        slack.users["U1"] = {"id": "U1", "is_admin": False, "team_id": "T1"}
+        slack.fail("chat.postMessage", error="ratelimited", status=429)
+        await slack.post_event(app_url, app_mention("U1", "<@UBOT> hi"))  # HTTP mode, signed
+        await slack.push("events_api", slack.event_payload(message("U1", "hi")))  # Socket Mode
+        await slack.wait_for("chat.postMessage")  # -> [Call(method, args, token)]
+
+Web API methods answer only what our bot uses; anything else is `unknown_method`. Like Slack,
+`apps.connections.open` wants an `xapp-` token and every other method refuses one. Calls
+without a token get `not_authed`; a missing required argument gets `invalid_arguments`.
+"""
+
+# The waits take `timeout=` because tests read better that way than wrapped in asyncio.timeout.
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import re
+import socket
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+from aiohttp import web
+
+JSON = dict[str, Any]
+_last_micros = 0
+
+
+def fresh_ts() -> str:
+    """A Slack message ts ("seconds.micros"): near now, unique and strictly increasing."""
+    global _last_micros
+    _last_micros = max(time.time_ns() // 1000, _last_micros + 1)
+    return f"{_last_micros // 1_000_000}.{_last_micros % 1_000_000:06d}"
+
+
+def _rich_text(text: str) -> list[JSON]:
+    """The `blocks` Slack attaches to a typed message: text runs and `<@U..>` user mentions."""
+    elements: list[JSON] = []
+    for i, part in enumerate(re.split(r"<@(\w+)>", text)):
+        if i % 2:
+            elements.append({"type": "user", "user_id": part})
+        elif part:
+            elements.append({"type": "text", "text": part})
+    section = {"type": "rich_text_section", "elements": elements}
+    return [{"type": "rich_text", "block_id": "b1", "elements": [section]}]
+
+
+def app_mention(
+    user: str,
+    text: str,
+    *,
+    channel: str = "C1",
+    ts: str | None = None,
+    thread_ts: str | None = None,
+    team: str = "T1",
+) -> JSON:
+    """An `app_mention` event as Slack sends it (no `channel_type`: Slack omits it here)."""
+    ts = ts or fresh_ts()
+    event = {"type": "app_mention", "user": user, "text": text, "ts": ts, "team": team}
+    event |= {"channel": channel, "event_ts": ts, "blocks": _rich_text(text)}
+    event |= {"client_msg_id": str(uuid.uuid4())}
+    return event | ({"thread_ts": thread_ts} if thread_ts else {})
+
+
+def message(
+    user: str,
+    text: str,
+    *,
+    channel: str = "D1",
+    channel_type: str = "im",
+    ts: str | None = None,
+    thread_ts: str | None = None,
+    team: str = "T1",
+    bot_id: str | None = None,
+    subtype: str | None = None,
+    files: list[JSON] | None = None,
+) -> JSON:
+    """A `message` event. With `files` and no `subtype` it is a `file_share`, as in Slack."""
+    ts = ts or fresh_ts()
+    event: JSON = {"type": "message", "user": user, "text": text, "ts": ts, "team": team}
+    event |= {"channel": channel, "channel_type": channel_type, "event_ts": ts}
+    event["blocks"] = _rich_text(text)
+    if bot_id:
+        event |= {"bot_id": bot_id, "app_id": "A0OTHER"}
+    else:
+        event["client_msg_id"] = str(uuid.uuid4())
+    if files:
+        event["files"] = files
+        subtype = subtype or "file_share"
+    if subtype:
+        event["subtype"] = subtype
+    return event | ({"thread_ts": thread_ts} if thread_ts else {})
+
+
+@dataclass(frozen=True)
+class Call:
+    """One Web API call: `args` merges query string, form and JSON body; `token` from either."""
+
+    method: str
+    args: JSON
+    token: str | None
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """What the app answered to one HTTP-mode request; `seconds` is Slack's view of ack time."""
+
+    status: int
+    body_text: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Acked:
+    """The app's Socket Mode ack of one envelope (`payload` only if it sent one back)."""
+
+    envelope_id: str
+    payload: JSON | None
+    seconds: float
+
+
+class _Error(Exception):
+    """Raised by a method handler to answer `{"ok": false, "error": ...}`."""
+
+
+class FakeSlack:
+    """Slack's Web API, response URLs, HTTP-mode delivery and a Socket Mode endpoint."""
+
+    def __init__(
+        self,
+        *,
+        signing_secret: str = "test-signing-secret",
+        bot_user_id: str = "UBOT",
+        bot_id: str = "BBOT",
+        team_id: str = "T1",
+        team: str = "Test Team",
+        app_id: str = "A1",
+    ) -> None:
+        self.signing_secret, self.app_id = signing_secret, app_id
+        self.bot_user_id, self.bot_id, self.team_id, self.team = bot_user_id, bot_id, team_id, team
+        self.calls: list[Call] = []
+        self.users: dict[str, JSON] = {}
+        self.replies: dict[tuple[str, str], list[JSON]] = {}  # (channel, thread_ts) -> messages
+        self.responses: list[JSON] = []  # bodies posted to our response_urls
+        self.port = 0
+        self._ids = itertools.count(1)
+        self._failures: defaultdict[str, deque[tuple[str, int]]] = defaultdict(deque)
+        self._sockets: list[web.WebSocketResponse] = []
+        self._socket_up = asyncio.Event()
+        self._pending: dict[str, asyncio.Future[JSON]] = {}
+        self._methods: dict[str, Callable[[JSON], JSON]] = {
+            "auth.test": self._auth_test,
+            "chat.postMessage": self._post_message,
+            "chat.update": lambda a: {"channel": a["channel"], "ts": a["ts"], "text": a["text"]},
+            "chat.postEphemeral": lambda a: {"message_ts": fresh_ts()},
+            "chat.delete": lambda a: {"channel": a["channel"], "ts": a["ts"]},
+            "users.info": self._users_info,
+            "conversations.replies": self._replies,
+            "assistant.threads.setStatus": lambda a: {},
+            "apps.connections.open": lambda a: {"url": self.socket_url},
+        }
+
+    @property
+    def api_url(self) -> str:
+        """`AsyncWebClient(base_url=...)`; the SDK appends the method name to it."""
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    @property
+    def socket_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/socket"
+
+    def response_url(self) -> str:
+        """A fresh response_url on this fake; whatever is posted to it lands in `responses`."""
+        return f"http://127.0.0.1:{self.port}/response/{next(self._ids)}"
+
+    def fail(
+        self, method: str, *, error: str = "ratelimited", times: int = 1, status: int = 200
+    ) -> None:
+        """Answer the next `times` calls of `method` with `error` (429s carry `Retry-After: 0`)."""
+        self._failures[method].extend([(error, status)] * times)
+
+    def calls_to(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    async def wait_for(self, method: str, count: int = 1, timeout: float = 5.0) -> list[Call]:
+        """Poll until `count` calls of `method` arrived (bolt answers Slack before it acts)."""
+        return await self._poll(lambda: self.calls_to(method), count, timeout, method)
+
+    async def wait_for_responses(self, count: int = 1, timeout: float = 5.0) -> list[JSON]:
+        return await self._poll(lambda: self.responses, count, timeout, "response_url posts")
+
+    async def _poll(self, get: Callable[[], list], count: int, timeout: float, what: str) -> list:
+        deadline = time.monotonic() + timeout
+        while len(found := get()) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(found)} of {count} {what} within {timeout}s")
+            await asyncio.sleep(0.005)
+        return list(found)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> FakeSlack:
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._api)  # the SDK GETs e.g. users.info
+        app.router.add_post("/response/{n}", self._response)
+        app.router.add_get("/socket", self._socket)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock).start()
+        self._http = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for ws in list(self._sockets):
+            await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY)
+        await self._http.close()
+        await self._runner.cleanup()
+
+    # -- Web API ---------------------------------------------------------------------------
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        args: JSON = dict(request.query)
+        if request.can_read_body:
+            is_json = request.content_type == "application/json"
+            args.update(await (request.json() if is_json else request.post()))
+        field_token, header = args.pop("token", None), request.headers.get("Authorization", "")
+        token = header.removeprefix("Bearer ") if header.startswith("Bearer ") else field_token
+        self.calls.append(Call(method, args, token))
+        if self._failures[method]:
+            error, status = self._failures[method].popleft()
+            headers = {"Retry-After": "0"} if status == 429 else None
+            return web.json_response({"ok": False, "error": error}, status=status, headers=headers)
+        try:
+            if method not in self._methods:
+                raise _Error("unknown_method")
+            if not token:
+                raise _Error("not_authed")
+            if (method == "apps.connections.open") != token.startswith("xapp-"):
+                raise _Error("not_allowed_token_type")
+            return web.json_response({"ok": True, **self._methods[method](args)})
+        except _Error as e:
+            return web.json_response({"ok": False, "error": str(e)})
+        except KeyError as e:  # a required argument is missing
+            return web.json_response({"ok": False, "error": "invalid_arguments", "arg": str(e)})
+
+    def _auth_test(self, args: JSON) -> JSON:
+        url = "https://test.slack.com/"
+        ids = {"team_id": self.team_id, "user_id": self.bot_user_id, "bot_id": self.bot_id}
+        return {"url": url, "team": self.team, "user": "bot", **ids, "is_enterprise_install": False}
+
+    def _post_message(self, args: JSON) -> JSON:
+        if not args.get("channel"):
+            raise _Error("channel_not_found")
+        if not any(args.get(k) for k in ("text", "blocks", "attachments")):
+            raise _Error("no_text")
+        ts = fresh_ts()
+        msg = {"type": "message", "text": args.get("text", ""), "user": self.bot_user_id}
+        msg |= {"bot_id": self.bot_id, "ts": ts}
+        if args.get("thread_ts"):
+            msg["thread_ts"] = args["thread_ts"]
+        if blocks := args.get("blocks"):  # a JSON string when form-encoded
+            msg["blocks"] = json.loads(blocks) if isinstance(blocks, str) else blocks
+        return {"channel": args["channel"], "ts": ts, "message": msg}
+
+    def _users_info(self, args: JSON) -> JSON:
+        if args.get("user") not in self.users:
+            raise _Error("user_not_found")
+        return {"user": self.users[args["user"]]}
+
+    def _replies(self, args: JSON) -> JSON:
+        messages = self.replies.get((args["channel"], args["ts"]), [])
+        return {"messages": list(messages), "has_more": False}
+
+    async def _response(self, request: web.Request) -> web.Response:
+        self.responses.append(await request.json())
+        return web.json_response({"ok": True})
+
+    # -- HTTP mode: Slack -> app -----------------------------------------------------------
+
+    def event_payload(
+        self, event: JSON, *, team_id: str | None = None, event_id: str | None = None
+    ) -> JSON:
+        """The `event_callback` envelope: HTTP mode's body, Socket Mode's `events_api` payload."""
+        team_id = team_id or self.team_id
+        auth = {"enterprise_id": None, "team_id": team_id, "user_id": self.bot_user_id}
+        return {
+            "token": "legacy-verification-token",
+            "team_id": team_id,
+            "api_app_id": self.app_id,
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{next(self._ids):08d}",
+            "event_time": int(float(event.get("event_ts", time.time()))),
+            "authorizations": [auth | {"is_bot": True, "is_enterprise_install": False}],
+            "is_ext_shared_channel": False,
+        }
+
+    def command_payload(
+        self,
+        command: str,
+        text: str = "",
+        *,
+        user_id: str,
+        team_id: str | None = None,
+        channel_id: str = "C1",
+        response_url: str | None = None,
+    ) -> dict[str, str]:
+        """A slash command: HTTP mode's form fields and Socket Mode's `slash_commands` payload."""
+        return {
+            "token": "legacy-verification-token",
+            "team_id": team_id or self.team_id,
+            "team_domain": "test",
+            "channel_id": channel_id,
+            "channel_name": "directmessage" if channel_id.startswith("D") else "general",
+            "user_id": user_id,
+            "user_name": user_id.lower(),
+            "command": command,
+            "text": text,
+            "api_app_id": self.app_id,
+            "is_enterprise_install": "false",
+            "response_url": response_url or self.response_url(),
+            "trigger_id": f"{next(self._ids)}.{uuid.uuid4().hex}",
+        }
+
+    def block_actions_payload(
+        self,
+        user_id: str,
+        action_id: str,
+        value: str = "",
+        *,
+        channel_id: str = "C1",
+        message_ts: str | None = None,
+        block_id: str = "b1",
+        team_id: str | None = None,
+    ) -> JSON:
+        """A button click on a bot message, as `block_actions` (form field or `interactive`)."""
+        team_id, message_ts = team_id or self.team_id, message_ts or fresh_ts()
+        bot_message = {"type": "message", "ts": message_ts, "user": self.bot_user_id}
+        action = {"type": "button", "action_id": action_id, "block_id": block_id, "value": value}
+        return {
+            "type": "block_actions",
+            "user": {"id": user_id, "username": user_id.lower(), "team_id": team_id},
+            "api_app_id": self.app_id,
+            "token": "legacy-verification-token",
+            "container": {"type": "message", "message_ts": message_ts, "channel_id": channel_id},
+            "trigger_id": f"{next(self._ids)}.{uuid.uuid4().hex}",
+            "team": {"id": team_id, "domain": "test"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "channel": {"id": channel_id, "name": "general"},
+            "message": bot_message | {"bot_id": self.bot_id, "text": ""},
+            "response_url": self.response_url(),
+            "actions": [action | {"action_ts": fresh_ts()}],
+        }
+
+    async def post_event(
+        self,
+        app_url: str,
+        event: JSON,
+        *,
+        team_id: str | None = None,
+        event_id: str | None = None,
+        retry_num: int | None = None,
+        retry_reason: str = "http_timeout",
+        signing_secret: str | None = None,
+        bad_signature: bool = False,
+        timestamp: int | None = None,
+    ) -> Delivered:
+        """POST `event` wrapped in `event_callback`, signed, as the Events API does."""
+        body = json.dumps(self.event_payload(event, team_id=team_id, event_id=event_id))
+        retry = {}
+        if retry_num is not None:
+            retry = {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": retry_reason}
+        return await self._deliver(
+            app_url, body, "application/json", signing_secret, bad_signature, timestamp, retry
+        )
+
+    async def post_command(
+        self,
+        app_url: str,
+        command: str,
+        text: str = "",
+        *,
+        user_id: str,
+        team_id: str | None = None,
+        channel_id: str = "C1",
+        response_url: str | None = None,
+        signing_secret: str | None = None,
+        bad_signature: bool = False,
+        timestamp: int | None = None,
+    ) -> Delivered:
+        """POST a slash command form-encoded, signed, with a fresh response_url on this fake."""
+        fields = self.command_payload(
+            command, text, user_id=user_id, team_id=team_id, channel_id=channel_id,
+            response_url=response_url,
+        )  # fmt: skip
+        form = "application/x-www-form-urlencoded"
+        return await self._deliver(
+            app_url, urlencode(fields), form, signing_secret, bad_signature, timestamp
+        )
+
+    async def post_interaction(
+        self,
+        app_url: str,
+        payload: JSON,
+        *,
+        signing_secret: str | None = None,
+        bad_signature: bool = False,
+        timestamp: int | None = None,
+    ) -> Delivered:
+        """POST an interaction as Slack does: one form field `payload` holding JSON."""
+        body = urlencode({"payload": json.dumps(payload)})
+        form = "application/x-www-form-urlencoded"
+        return await self._deliver(app_url, body, form, signing_secret, bad_signature, timestamp)
+
+    async def _deliver(
+        self,
+        url: str,
+        body: str,
+        content_type: str,
+        secret: str | None,
+        bad_signature: bool,
+        timestamp: int | None,
+        extra_headers: dict[str, str] | None = None,
+    ) -> Delivered:
+        """Sign `body` like Slack: v0=HMAC-SHA256(secret, "v0:{ts}:{body}"), then POST it."""
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        secret = (secret or self.signing_secret) + ("-wrong" if bad_signature else "")
+        digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+        headers = {"Content-Type": content_type, "X-Slack-Request-Timestamp": ts}
+        headers |= {"X-Slack-Signature": f"v0={digest}", **(extra_headers or {})}
+        start = time.perf_counter()
+        async with self._http.post(url, data=body.encode(), headers=headers) as resp:
+            text = await resp.text()
+        return Delivered(resp.status, text, time.perf_counter() - start)
+
+    # -- Socket Mode: Slack -> app ---------------------------------------------------------
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()  # answers the SDK's "sdk-ping-pong" pings itself
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        self._socket_up.set()
+        debug = {"host": "fake-slack", "build_number": 1, "approximate_connection_time": 18060}
+        await ws.send_json(
+            {"type": "hello", "num_connections": len(self._sockets), "debug_info": debug}
+            | {"connection_info": {"app_id": self.app_id}}
+        )
+        try:
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    ack = json.loads(msg.data)
+                    future = self._pending.get(ack.get("envelope_id", ""))
+                    if future is not None and not future.done():
+                        future.set_result(ack)
+        finally:
+            self._sockets.remove(ws)
+            if not self._sockets:
+                self._socket_up.clear()
+        return ws
+
+    async def connected(self, timeout: float = 5.0) -> None:
+        """Wait until an app holds a Socket Mode connection."""
+        try:
+            await asyncio.wait_for(self._socket_up.wait(), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no Socket Mode client connected within {timeout}s") from None
+
+    async def push(
+        self,
+        type_: str,
+        payload: JSON,
+        *,
+        retry_attempt: int = 0,
+        retry_reason: str = "",
+        timeout: float = 5.0,
+    ) -> Acked:
+        """Send one envelope to the newest connection and wait for the app's ack of it."""
+        await self.connected(timeout)
+        envelope_id = str(uuid.uuid4())
+        accepts = type_ == "slash_commands" or payload.get("type") in (
+            "view_submission",
+            "block_suggestion",
+        )
+        envelope = {"envelope_id": envelope_id, "type": type_, "payload": payload}
+        envelope["accepts_response_payload"] = accepts
+        if type_ == "events_api":  # only Events API envelopes carry retry fields
+            envelope |= {"retry_attempt": retry_attempt, "retry_reason": retry_reason}
+        self._pending[envelope_id] = future = asyncio.get_running_loop().create_future()
+        start = time.perf_counter()
+        try:
+            await self._sockets[-1].send_json(envelope)
+            ack = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no ack for {type_} {envelope_id} within {timeout}s") from None
+        finally:
+            del self._pending[envelope_id]
+        return Acked(envelope_id, ack.get("payload"), time.perf_counter() - start)

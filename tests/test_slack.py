@@ -1,0 +1,302 @@
+"""The Slack adapter end to end: real slack-bolt and slack_sdk against a local fake
+Slack, in HTTP mode (signed requests) and Socket Mode (websocket envelopes)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+from bots.slack import FILES_ONLY, SlackAdapter
+from engine.bot import MemoryBot
+from engine.settings import Settings
+from tests.fakes.slack import FakeSlack, app_mention, message
+
+SECRET = "test-signing-secret"
+
+
+@dataclass
+class Harness:
+    """One running adapter and the ways the fake Slack can reach it."""
+
+    slack: FakeSlack
+    bot: MemoryBot
+    adapter: SlackAdapter
+    mode: str
+    deliver_event: Callable[..., Awaitable[Any]]
+    deliver_command: Callable[..., Awaitable[Any]]
+    deliver_action: Callable[..., Awaitable[Any]]
+
+    async def answers(self, count: int) -> list[str]:
+        """Texts of the bot's final answers (placeholders edited into answers)."""
+        updates = await self.slack.wait_for("chat.update", count=count)
+        return [call.args["text"] for call in updates]
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack(signing_secret=SECRET) as fake:
+        for user, admin in (("U1", False), ("U2", False), ("UADMIN", True)):
+            fake.users[user] = {"id": user, "is_admin": admin, "is_owner": False, "team_id": "T1"}
+        yield fake
+
+
+@pytest.fixture(params=["http", "socket"])
+async def harness(request, slack, tmp_path: Path, local_embeddings) -> AsyncIterator[Harness]:
+    mode = request.param
+    settings = Settings(
+        data_dir=tmp_path,
+        llm_provider="offline",
+        slack_bot_token="xoxb-test",
+        slack_signing_secret=SECRET,
+        slack_app_token="xapp-test" if mode == "socket" else None,
+        slack_api_url=slack.api_url,
+    )
+    async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
+        adapter = SlackAdapter(bot, settings)
+        if mode == "http":
+            runner = web.AppRunner(adapter.web_app())
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            url = f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
+            yield Harness(
+                slack,
+                bot,
+                adapter,
+                mode,
+                lambda event, **kw: slack.post_event(url, event, **kw),
+                lambda command, text="", **kw: slack.post_command(url, command, text, **kw),
+                lambda payload: slack.post_interaction(url, payload),
+            )
+            await runner.cleanup()
+        else:
+            handler = AsyncSocketModeHandler(adapter.app, "xapp-test")
+            await handler.connect_async()
+            await slack.connected()
+
+            async def event(event, *, event_id=None, retry_num=None, team_id=None):
+                payload = slack.event_payload(event, event_id=event_id, team_id=team_id)
+                return await slack.push("events_api", payload, retry_attempt=retry_num or 0)
+
+            async def command(command, text="", **kw):
+                return await slack.push(
+                    "slash_commands", slack.command_payload(command, text, **kw)
+                )
+
+            async def action(payload):
+                return await slack.push("interactive", payload)
+
+            yield Harness(slack, bot, adapter, mode, event, command, action)
+            await handler.close_async()
+
+
+async def test_seed_scenario(harness: Harness) -> None:
+    slack = harness.slack
+    mention = app_mention("U1", "<@UBOT> Hi! Remember: my name is Bob", channel="C1")
+    await harness.deliver_event(mention)
+    (placeholder,) = await slack.wait_for("chat.postMessage")
+    assert placeholder.args["thread_ts"] == mention["ts"]  # answered in the message's thread
+    assert placeholder.args["channel"] == "C1"
+    await harness.answers(1)
+
+    await harness.deliver_event(message("U1", "what is my name?", channel="D1"))
+    assert "Bob" in (await harness.answers(2))[-1]
+    await harness.deliver_event(message("U2", "what is my name?", channel="D2"))
+    assert "Bob" not in (await harness.answers(3))[-1]
+    await harness.deliver_event(message("U1", "what is my name?", channel="D9", team="T2"))
+    assert "Bob" not in (await harness.answers(4))[-1]
+
+    memories = await harness.bot.memories("slack:T1:U1")
+    assert [m.value["text"] for m in memories] == ["My name is Bob."]
+    assert await harness.bot.history(f"slack:T1:C1:{mention['ts']}")
+
+
+async def test_thread_follow_ups_and_never_answering_bots(harness: Harness) -> None:
+    slack = harness.slack
+    mention = app_mention("U1", "<@UBOT> remember: I like tea", channel="C1")
+    await harness.deliver_event(mention)
+    await harness.answers(1)
+
+    follow_up = message(
+        "U2", "what do I like?", channel="C1", channel_type="channel", thread_ts=mention["ts"]
+    )
+    await harness.deliver_event(follow_up)
+    await harness.answers(2)
+    # Messages from bots, ourselves included, and edits: no answer.
+    own = message(
+        "UBOT",
+        "I am the bot",
+        channel="C1",
+        channel_type="channel",
+        thread_ts=mention["ts"],
+        bot_id="BBOT",
+    )
+    other_bot = message("U3", "beep", channel="D1", bot_id="BOTHER")
+    edited = message("U1", "edit", channel="D1", subtype="message_changed")
+    unrelated = message(
+        "U1", "not in a thread of ours", channel="C2", channel_type="channel", thread_ts="1.000001"
+    )
+    for event in (own, other_bot, edited, unrelated):
+        await harness.deliver_event(event)
+    await asyncio.sleep(0.5)
+    assert len(slack.calls_to("chat.postMessage")) == 2
+    assert len(slack.calls_to("chat.update")) == 2
+
+
+async def test_retried_event_is_answered_once(harness: Harness) -> None:
+    event = message("U1", "hello there", channel="D1")
+    deliveries = [
+        harness.deliver_event(event, event_id="Ev0001", retry_num=n) for n in (None, 1, 2)
+    ]
+    await asyncio.gather(*deliveries)
+    await harness.answers(1)
+    await asyncio.sleep(0.5)
+    assert len(harness.slack.calls_to("chat.postMessage")) == 1
+    assert len(harness.slack.calls_to("chat.update")) == 1
+
+
+@pytest.mark.parametrize("harness", ["http"], indirect=True)  # Socket Mode is unsigned
+async def test_bad_signature_is_refused_before_the_engine(harness: Harness) -> None:
+    delivered = await harness.deliver_event(
+        message("U1", "remember: my name is Eve", channel="D1"), bad_signature=True
+    )
+    assert delivered.status == 401
+    stale = await harness.deliver_event(
+        message("U1", "remember: my name is Eve", channel="D1"), timestamp=1_000_000
+    )
+    assert stale.status == 401
+    await asyncio.sleep(0.3)
+    assert harness.slack.calls_to("chat.postMessage") == []
+    assert await harness.bot.memories("slack:T1:U1") == []
+    assert await harness.bot.history("slack:T1:D1") == []
+
+
+async def test_bad_input_gets_a_polite_answer(harness: Harness) -> None:
+    slack = harness.slack
+    await harness.deliver_event(app_mention("U1", "<@UBOT>", channel="C1"))
+    assert "didn't get any text" in (await harness.answers(1))[-1]
+    await harness.deliver_event(message("U1", "x" * 40_000, channel="D1"))
+    assert "40,000 characters" in (await harness.answers(2))[-1]
+    files = [{"id": "F1", "name": "report.pdf", "mimetype": "application/pdf"}]
+    await harness.deliver_event(message("U1", "", channel="D1", files=files))
+    posts = await slack.wait_for("chat.postMessage", count=3)
+    assert posts[-1].args["text"] == FILES_ONLY
+
+
+async def test_model_markdown_becomes_mrkdwn_and_cannot_mass_mention(
+    harness: Harness,
+) -> None:
+    # The offline model repeats a matching memory: one with markup stands in for a model.
+    await harness.bot.remember(
+        "slack:T1:U1", "my favourite tool is **<!channel>** & [x](https://x.io)"
+    )
+    await harness.deliver_event(message("U1", "what is my favourite tool?", channel="D1"))
+    (answer,) = await harness.answers(1)
+    assert "<!channel>" not in answer and "&lt;!channel&gt;" in answer
+    assert "&amp;" in answer
+
+
+async def test_memories_command_lists_own_memories(harness: Harness) -> None:
+    await harness.bot.remember("slack:T1:U1", "I like tea")
+    await harness.bot.remember("slack:T1:U2", "I like coffee")
+    await harness.deliver_command("/memories", user_id="U1")
+    (response,) = await harness.slack.wait_for_responses(1)
+    assert "1. I like tea." in response["text"] and "coffee" not in response["text"]
+
+
+async def next_response(harness: Harness, deliver: Awaitable[Any]) -> dict:
+    """Deliver a command or click and return the response_url post it causes."""
+    before = len(harness.slack.responses)
+    await deliver
+    return (await harness.slack.wait_for_responses(before + 1))[-1]
+
+
+async def forget_flow(harness: Harness, actor: str, text: str) -> dict:
+    return await next_response(harness, harness.deliver_command("/forget", text, user_id=actor))
+
+
+def button(response: dict, action_id: str) -> str:
+    (actions,) = [b for b in response["blocks"] if b["type"] == "actions"]
+    return next(e["value"] for e in actions["elements"] if e["action_id"] == action_id)
+
+
+async def test_forget_someone_else_needs_an_admin(harness: Harness) -> None:
+    slack, bot = harness.slack, harness.bot
+    await bot.remember("slack:T1:U1", "my name is Bob")
+    await bot.remember("slack:T1:U2", "my name is Ann")
+
+    refused = await forget_flow(harness, "U2", "<@U1|bob>")
+    assert "Only workspace admins" in refused["text"] and "blocks" not in refused
+    assert len(await bot.memories("slack:T1:U1")) == 1
+
+    asked = await forget_flow(harness, "UADMIN", "<@U1|bob>")
+    value = button(asked, "forget_confirm")
+    # A non-admin pressing the admin's button changes nothing.
+    denied = await next_response(
+        harness, harness.deliver_action(slack.block_actions_payload("U2", "forget_confirm", value))
+    )
+    assert "can't erase" in denied["text"]
+    assert len(await bot.memories("slack:T1:U1")) == 1
+
+    done = await next_response(
+        harness,
+        harness.deliver_action(slack.block_actions_payload("UADMIN", "forget_confirm", value)),
+    )
+    assert done["replace_original"] is True and "erased 1" in done["text"]
+    assert await bot.memories("slack:T1:U1") == []
+    assert [m.value["text"] for m in await bot.memories("slack:T1:U2")] == ["My name is Ann."]
+    (entry,) = harness.adapter.audit.entries()
+    assert entry["actor"] == "slack:T1:UADMIN" and entry["target"] == "slack:T1:U1"
+    assert entry["count"] == 1 and entry["action"] == "forget_memories"
+
+
+async def test_forget_own_memories_with_confirmation_or_cancel(harness: Harness) -> None:
+    slack, bot = harness.slack, harness.bot
+    await bot.remember("slack:T1:U1", "I like tea")
+    asked = await forget_flow(harness, "U1", "")
+    cancel = slack.block_actions_payload("U1", "forget_cancel", button(asked, "forget_cancel"))
+    cancelled = await next_response(harness, harness.deliver_action(cancel))
+    assert "Nothing was erased" in cancelled["text"]
+    assert len(await bot.memories("slack:T1:U1")) == 1
+    asked = await forget_flow(harness, "U1", "")
+    confirm = slack.block_actions_payload("U1", "forget_confirm", button(asked, "forget_confirm"))
+    await next_response(harness, harness.deliver_action(confirm))
+    assert await bot.memories("slack:T1:U1") == []
+    assert harness.adapter.audit.entries() == []  # own erasure is not an admin action
+    nonsense = await forget_flow(harness, "U1", "everyone please")
+    assert "/forget @someone" in nonsense["text"]
+
+
+async def test_llm_outage_apologises_in_the_thread(slack, tmp_path, local_embeddings) -> None:
+    from tests.fakes.llm import FakeLLM
+
+    async with FakeLLM() as llm:
+        settings = Settings(
+            data_dir=tmp_path,
+            llm_provider="anthropic",
+            anthropic_api_key="k",
+            anthropic_base_url=llm.anthropic_url,
+            slack_bot_token="xoxb-test",
+            slack_signing_secret=SECRET,
+            slack_api_url=slack.api_url,
+        )
+        llm.fail(529, times=3)
+        async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
+            adapter = SlackAdapter(bot, settings)
+            runner = web.AppRunner(adapter.web_app())
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            url = f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
+            await slack.post_event(url, message("U1", "are you there?", channel="D1"))
+            (update,) = await slack.wait_for("chat.update")
+            assert "Sorry" in update.args["text"]
+            assert [m.content for m in await bot.history("slack:T1:D1")] == ["are you there?"]
+            await runner.cleanup()
