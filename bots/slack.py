@@ -19,9 +19,11 @@ import logging
 import re
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -65,8 +67,18 @@ class SlackAdapter:
         self.settings = settings
         token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
         secret = settings.slack_signing_secret
+        # One pooled HTTP session for every Web API call: without it slack_sdk opens (and
+        # TLS-handshakes) a new connection per call, which under a burst of events steals
+        # the event loop from acknowledging them. Closed by `aclose()`.
+        self._session = aiohttp.ClientSession()
+        self._client = client or AsyncWebClient(
+            token=token, base_url=settings.slack_api_url, session=self._session
+        )
+        self._identity: AuthorizeResult | None = None
+        self._identity_lock = asyncio.Lock()
         self.app = AsyncApp(
-            client=client or AsyncWebClient(token=token, base_url=settings.slack_api_url),
+            client=self._client,
+            authorize=lambda: self._identify(),  # bolt injects by name; a bound method has `self`
             signing_secret=secret.get_secret_value() if secret else "",
             process_before_response=False,  # ack first, think afterwards
         )
@@ -87,6 +99,20 @@ class SlackAdapter:
         app.action("forget_confirm")(self._forget_confirmed)
         app.action("forget_cancel")(self._forget_cancelled)
         app.error(self._on_error)
+
+    async def _identify(self) -> AuthorizeResult:
+        """Who the bot is, from one `auth.test`. Bolt's default authorization caches it
+        too, but every request that arrives before the first answer calls `auth.test`
+        itself, and the ack waits for it: a burst after a restart meant one Web API round
+        trip per event. Here the first caller asks and the rest wait for its answer."""
+        if self._identity is None:
+            async with self._identity_lock:
+                if self._identity is None:
+                    self._identity = AuthorizeResult.from_auth_test_response(
+                        bot_token=self._client.token,
+                        auth_test_response=await self._client.auth_test(),
+                    )
+        return self._identity
 
     async def _skip_duplicates(self, body: dict[str, Any], next: Any) -> BoltResponse | None:
         event_id = body.get("event_id")
@@ -153,9 +179,8 @@ class SlackAdapter:
             await self._deliver(client, channel, reply_in, placeholder, reply)
         except Exception:
             logger.exception("slack: answering in %s failed", thread_id)
-            await self._deliver(
-                client, channel, reply_in, placeholder, Reply(TROUBLE, "", False, error=True)
-            )
+            trouble = Reply(TROUBLE, "", False, error=True)
+            await self._deliver(client, channel, reply_in, placeholder, trouble)
 
     async def _show_progress(
         self, client: AsyncWebClient, event: dict[str, Any], reply_in: str | None
@@ -273,6 +298,9 @@ class SlackAdapter:
 
     # -- running -------------------------------------------------------------------------
 
+    async def aclose(self) -> None:
+        await self._session.close()
+
     def web_app(self) -> web.Application:
         """HTTP mode: bolt's aiohttp app serving `/slack/events` (events, commands and
         interactivity all post there)."""
@@ -289,6 +317,7 @@ class SlackAdapter:
                 await handler.start_async()
             finally:
                 await handler.close_async()
+                await self.aclose()
             return
         if not self.settings.slack_signing_secret:
             raise RuntimeError(
@@ -303,6 +332,7 @@ class SlackAdapter:
             await asyncio.Event().wait()
         finally:
             await runner.cleanup()
+            await self.aclose()
 
 
 def _team(event: dict[str, Any], body: dict[str, Any]) -> str:

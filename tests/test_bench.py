@@ -24,3 +24,16 @@ def test_store_bench_quick_run(tmp_path: Path) -> None:
     assert "| items | metric | InMemoryStore | EdgeStore |" in done.stdout
     figures = json.loads(out.read_text())
     assert figures, "the JSON report is empty"
+
+
+def test_slack_ack_bench_small_run() -> None:
+    done = subprocess.run(
+        [sys.executable, "bench/slack_ack_bench.py", "--events", "10"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| ack latency (ms) | bare bolt app | membot Slack adapter |" in done.stdout
+    assert "all 10 answered" in done.stdout

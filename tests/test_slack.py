@@ -76,6 +76,7 @@ async def harness(request, slack, tmp_path: Path, local_embeddings) -> AsyncIter
                 lambda payload: slack.post_interaction(url, payload),
             )
             await runner.cleanup()
+            await adapter.aclose()
         else:
             handler = AsyncSocketModeHandler(adapter.app, "xapp-test")
             await handler.connect_async()
@@ -95,6 +96,7 @@ async def harness(request, slack, tmp_path: Path, local_embeddings) -> AsyncIter
 
             yield Harness(slack, bot, adapter, mode, event, command, action)
             await handler.close_async()
+            await adapter.aclose()
 
 
 async def test_seed_scenario(harness: Harness) -> None:
@@ -300,3 +302,4 @@ async def test_llm_outage_apologises_in_the_thread(slack, tmp_path, local_embedd
             assert "Sorry" in update.args["text"]
             assert [m.content for m in await bot.history("slack:T1:D1")] == ["are you there?"]
             await runner.cleanup()
+            await adapter.aclose()
