@@ -303,3 +303,12 @@ async def test_llm_outage_apologises_in_the_thread(slack, tmp_path, local_embedd
             assert [m.content for m in await bot.history("slack:T1:D1")] == ["are you there?"]
             await runner.cleanup()
             await adapter.aclose()
+
+
+async def test_a_burst_of_events_asks_slack_who_we_are_once(harness: Harness) -> None:
+    """bolt's default authorization calls auth.test for every request that arrives before
+    its first answer; the adapter asks once, so a burst is acked without 20 round trips."""
+    burst = [message(f"U{i}", f"hello {i}", channel=f"D{i}") for i in range(20)]
+    await asyncio.gather(*(harness.deliver_event(event) for event in burst))
+    await harness.answers(20)
+    assert len(harness.slack.calls_to("auth.test")) == 1
