@@ -94,6 +94,10 @@ class SlackAdapter:
         app.middleware(self._skip_duplicates)
         app.event("app_mention")(self._on_mention)
         app.event("message")(self._on_message)
+        # Sent to assistant apps (the manifest enables the assistant view). Nothing to do,
+        # but an event without a listener is not acked and Slack would keep retrying it.
+        for assistant_event in ("assistant_thread_started", "assistant_thread_context_changed"):
+            app.event(assistant_event)(_nothing)
         app.command("/memories")(self._memories_command)
         app.command("/forget")(self._forget_command)
         app.action("forget_confirm")(self._forget_confirmed)
@@ -333,6 +337,10 @@ class SlackAdapter:
         finally:
             await runner.cleanup()
             await self.aclose()
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _team(event: dict[str, Any], body: dict[str, Any]) -> str:

@@ -145,8 +145,20 @@ async def test_thread_follow_ups_and_never_answering_bots(harness: Harness) -> N
     unrelated = message(
         "U1", "not in a thread of ours", channel="C2", channel_type="channel", thread_ts="1.000001"
     )
-    for event in (own, other_bot, edited, unrelated):
-        await harness.deliver_event(event)
+    started = {  # as Slack sends it to assistant apps
+        "type": "assistant_thread_started",
+        "assistant_thread": {
+            "user_id": "U1",
+            "context": {"channel_id": "C1", "team_id": "T1", "enterprise_id": None},
+            "channel_id": "D1",
+            "thread_ts": "1729999327.187299",
+        },
+        "event_ts": "1729999327.187300",
+    }
+    for event in (own, other_bot, edited, unrelated, started):
+        delivered = await harness.deliver_event(event)
+        if harness.mode == "http":
+            assert delivered.status == 200  # acked, or Slack would retry it
     await asyncio.sleep(0.5)
     assert len(slack.calls_to("chat.postMessage")) == 2
     assert len(slack.calls_to("chat.update")) == 2
