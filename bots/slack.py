@@ -31,6 +31,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.audit import AuditLog
 from bots.chunking import split_message
 from bots.dedupe import EventDeduper
+from bots.quiet import QuietPeriod
 from bots.slack_format import escape, to_mrkdwn
 from engine.bot import MemoryBot, Reply
 from engine.settings import Settings
@@ -83,6 +84,7 @@ class SlackAdapter:
             process_before_response=False,  # ack first, think afterwards
         )
         self.dedupe = EventDeduper()
+        self.quiet = QuietPeriod()
         self.audit = AuditLog(settings.audit_log_path)
         self._admins = {a.strip() for a in settings.slack_admins.split(",") if a.strip()}
         self._register()
@@ -119,6 +121,7 @@ class SlackAdapter:
         return self._identity
 
     async def _skip_duplicates(self, body: dict[str, Any], next: Any) -> BoltResponse | None:
+        self.quiet.arrived()
         event_id = body.get("event_id")
         if body.get("type") == "event_callback" and event_id and not self.dedupe.claim(event_id):
             logger.info("slack: duplicate delivery of %s acknowledged and skipped", event_id)
@@ -175,6 +178,7 @@ class SlackAdapter:
         if not text.strip() and event.get("files"):
             await client.chat_postMessage(channel=channel, thread_ts=reply_in, text=FILES_ONLY)
             return
+        await self.quiet.wait()  # acknowledge a burst before working on it
         placeholder = await self._show_progress(client, event, reply_in)
         try:
             reply = await self.bot.chat(
