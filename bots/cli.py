@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 
 from engine.bot import MemoryBot
@@ -49,7 +50,16 @@ async def _chat(settings: Settings, user: str, thread: str, banner_extra: str = 
         await run_console(bot, user=user, thread=thread, banner=banner)
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (docker stop, Kubernetes) cancels the main task, so the store is flushed
+    and the checkpointer closed on the way out instead of dying mid-write."""
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+
 async def _run(settings: Settings) -> None:
+    _stop_on_sigterm()
     if os.environ.get("DISCORD_TOKEN"):
         print("DISCORD_TOKEN is set, but this build has no Discord adapter yet.", file=sys.stderr)
     if not slack_configured(settings):
@@ -78,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_run(settings))
         else:
             asyncio.run(_chat(settings, args.user, args.thread))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("\nBye.")
     return 0
 

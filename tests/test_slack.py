@@ -4,6 +4,8 @@ Slack, in HTTP mode (signed requests) and Socket Mode (websocket envelopes)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -324,3 +326,29 @@ async def test_a_burst_of_events_asks_slack_who_we_are_once(harness: Harness) ->
     await asyncio.gather(*(harness.deliver_event(event) for event in burst))
     await harness.answers(20)
     assert len(harness.slack.calls_to("auth.test")) == 1
+
+
+async def test_membot_run_serves_slack_when_configured(slack, tmp_path: Path) -> None:
+    """The README's run command with Slack tokens set: Socket Mode, answering for real."""
+    membot = str(Path(sys.executable).with_name("membot"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMBOT_", "SLACK_"))}
+    env |= {
+        "MEMBOT_DATA_DIR": str(tmp_path),
+        "MEMBOT_LLM_PROVIDER": "offline",
+        "MEMBOT_SLACK_API_URL": slack.api_url,
+        "SLACK_BOT_TOKEN": "xoxb-test",
+        "SLACK_APP_TOKEN": "xapp-test",
+    }
+    process = await asyncio.create_subprocess_exec(
+        membot, "run", env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        await slack.connected(timeout=120)
+        await slack.push("events_api", slack.event_payload(message("U1", "remember: I like tea")))
+        (update,) = await slack.wait_for("chat.update", timeout=60)
+        assert update.args["text"].startswith("[offline]")
+    finally:
+        process.terminate()
+        _, stderr = await process.communicate()
+    assert b"Traceback" not in stderr, stderr.decode()
+    assert process.returncode == 0  # SIGTERM is a clean shutdown
