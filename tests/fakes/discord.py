@@ -1,0 +1,723 @@
+"""A local fake of Discord on 127.0.0.1, for tests that drive the real `discord.py` client.
+
+Why it exists: what breaks a Discord bot lives on the wire and inside discord.py (the gateway
+handshake, intents, member chunking, how replies and allowed mentions serialise, the interaction
+callback and follow-up webhooks, the 3-second ack rule). Mocking our own code tests none of that,
+and discord.com is out of reach from tests. So this server speaks just enough Discord, in the
+test's own event loop, for an unmodified `discord.Client` to log in, connect, sync and answer::
+
+    async with FakeDiscord() as fake:
+        with fake.patch_client():  # Route.BASE and the default gateway URL -> this server
+            client = discord.Client(intents=intents, guild_ready_timeout=0.05)
+            await client.login(fake.token)
+            task = asyncio.create_task(client.connect())
+            await fake.dispatch("MESSAGE_CREATE", fake.message_create(MEMBER_ID, "hi", ...))
+            await fake.wait_for("POST", "/channels/{channel_id}/messages")  # -> [Call(...)]
+
+As Discord does: the gateway compresses as its URL asks (zlib-stream or zstd-stream); guild
+members arrive by chunking (op 8) unless the presences intent is on; message events are dropped
+without GUILD_MESSAGES / DIRECT_MESSAGES and lose their content without MESSAGE_CONTENT (unless
+a DM, a mention of the bot or the bot's own); the bot's own messages come back as MESSAGE_CREATE;
+empty or >2000-character messages are 400s; an interaction is acknowledged once, within
+`ack_deadline`, before any follow-up. Unknown routes are recorded and answered 404.
+"""
+
+# The waits take `timeout=` because tests read better that way than wrapped in asyncio.timeout.
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import secrets
+import socket
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import yarl
+from aiohttp import WSMsgType, web
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+JSON = dict[str, Any]
+ADMINISTRATOR, MANAGE_GUILD, ALL_PERMISSIONS = 1 << 3, 1 << 5, (1 << 53) - 1
+# @everyone: view, send, embed, attach, history, react, use app commands, threads.
+EVERYONE_PERMISSIONS = sum(1 << bit for bit in (6, 10, 11, 14, 15, 16, 31, 35, 38))
+PRESENCES, GUILD_MESSAGES, DM_MESSAGES, MESSAGE_CONTENT = 1 << 8, 1 << 9, 1 << 12, 1 << 15
+EPHEMERAL, LOADING = 1 << 6, 1 << 7
+APP_FLAGS = (1 << 12) | (1 << 14) | (1 << 18)  # privileged intents approved for the app
+APPLICATION_ID = 1100000000000000001  # also the bot's user id, as for apps made since 2019
+GUILD_ID, CHANNEL_ID, DM_CHANNEL_ID = 1200000000000000001, 1200000000000000002, 1200000000000000003
+ADMIN_ROLE_ID, ADMIN_ID, MEMBER_ID = 1200000000000000004, 1300000000000000001, 1300000000000000002
+TRUE = ("1", "true", "True")
+
+
+@dataclass
+class Role:
+    id: int
+    name: str
+    permissions: int = 0
+    position: int = 1
+
+
+@dataclass
+class Member:
+    """A guild member; its permissions are @everyone's plus its roles'."""
+
+    user_id: int
+    name: str
+    roles: list[int] = field(default_factory=list)
+    bot: bool = False
+
+
+@dataclass
+class Channel:
+    id: int
+    name: str = "general"
+    type: int = 0  # GUILD_TEXT; 2 voice, 4 category, 5 announcement, 13 stage
+
+
+@dataclass
+class Guild:
+    """The bot's own member is implied; @everyone is the role whose id is the guild's."""
+
+    id: int
+    name: str = "Test Guild"
+    channels: list[Channel] = field(default_factory=list)
+    members: list[Member] = field(default_factory=list)
+    roles: list[Role] = field(default_factory=list)
+    owner_id: int = 1  # owners hold every permission, so nobody configured owns it by default
+    everyone_permissions: int = EVERYONE_PERMISSIONS
+
+
+@dataclass
+class DMChannel:
+    id: int
+    user_id: int
+
+
+def default_guilds() -> list[Guild]:
+    """One guild, one text channel, an admin (a MANAGE_GUILD role) and a regular member."""
+    members = [Member(ADMIN_ID, "alice", roles=[ADMIN_ROLE_ID]), Member(MEMBER_ID, "bob")]
+    roles = [Role(ADMIN_ROLE_ID, "admin", permissions=MANAGE_GUILD)]
+    return [Guild(GUILD_ID, channels=[Channel(CHANNEL_ID)], members=members, roles=roles)]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One REST request; `path` is relative to the API base, `json` the body (or payload_json)."""
+
+    method: str
+    path: str
+    json: Any
+    headers: dict[str, str]
+    query: dict[str, str]
+
+
+@dataclass
+class _Interaction:
+    token: str
+    type: int
+    channel_id: int
+    message_id: int | None
+    created: float = field(default_factory=time.monotonic)
+    acked: bool = False
+    original: JSON | None = None
+
+
+class DiscordError(Exception):
+    """Raised by a route handler to answer with Discord's JSON error body."""
+
+    def __init__(self, status: int, code: int, message: str, errors: JSON | None = None) -> None:
+        super().__init__(message)
+        self.status, self.body = status, {"message": message, "code": code}
+        self.body |= {"errors": errors} if errors else {}
+
+
+def _form_error(field: str, code: str, message: str) -> DiscordError:
+    errors = {field: {"_errors": [{"code": code, "message": message}]}}
+    return DiscordError(400, 50035, "Invalid Form Body", errors)
+
+
+def _blank(nulls: str = "", falses: str = "", zeros: str = "", lists: str = "") -> JSON:
+    """Fields Discord always sends that tests never vary: null, false, 0 and []."""
+    out = dict.fromkeys(nulls.split()) | dict.fromkeys(falses.split(), False)
+    return out | dict.fromkeys(zeros.split(), 0) | {k: [] for k in lists.split()}
+
+
+def _route(template: str) -> re.Pattern[str]:
+    """A route template like "/channels/{channel_id}/messages" -> a regex with named groups."""
+    return re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template)) + "$")
+
+
+def _compressor(kind: str | None) -> Callable[[bytes], bytes] | None:
+    """Transport compression as discord.py asks for it: one stream, flushed per message."""
+    if kind == "zlib-stream":
+        z = zlib.compressobj()
+        return lambda data: z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH)
+    if kind == "zstd-stream":
+        import zstandard
+
+        c = zstandard.ZstdCompressor().compressobj()
+        return lambda data: c.compress(data) + c.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+    return None
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    """discord.py parses a body only if Content-Type is exactly application/json (no charset)."""
+    body = json.dumps(data).encode()
+    return web.Response(body=body, status=status, headers={"Content-Type": "application/json"})
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class FakeDiscord:
+    """Discord's REST API (the routes discord.py uses) and one gateway connection."""
+
+    def __init__(
+        self,
+        *,
+        application_id: int = APPLICATION_ID,
+        bot_user_id: int | None = None,
+        bot_name: str = "membot",
+        guilds: list[Guild] | None = None,
+        dm_channels: list[DMChannel] | None = None,
+        token: str = "fake-token",
+        heartbeat_interval_ms: int = 41_250,
+        ack_deadline: float = 3.0,
+        echo_own_messages: bool = True,
+    ) -> None:
+        self.application_id, self.token = application_id, token
+        self.bot = Member(bot_user_id or application_id, bot_name, bot=True)
+        self.bot_user_id = self.bot.user_id
+        self.guilds = default_guilds() if guilds is None else guilds
+        default_dms = [DMChannel(DM_CHANNEL_ID, MEMBER_ID)]
+        self.dm_channels = default_dms if dm_channels is None else dm_channels
+        self.heartbeat_interval_ms, self.ack_deadline = heartbeat_interval_ms, ack_deadline
+        self.echo_own_messages = echo_own_messages
+        self.calls: list[Call] = []
+        self.identify: JSON | None = None  # the last IDENTIFY's `d`: token, intents, properties
+        self.gateway_params: dict[str, str] = {}  # the gateway URL's query: v, encoding, compress
+        self.heartbeats = 0
+        self.resumes: list[JSON] = []
+        self.member_requests: list[JSON] = []  # op 8 REQUEST_GUILD_MEMBERS payloads
+        self.commands: dict[int | None, list[JSON]] = {}  # guild id (None: global) -> synced
+        self.messages: dict[int, JSON] = {}  # every message the fake knows, by id
+        self.sent: list[JSON] = []  # messages the bot made: channel posts, responses, follow-ups
+        self.session_id, self.port = "", 0
+        self._seq, self._ids = 0, 0
+        self._interactions: dict[int, _Interaction] = {}
+        self._ws: web.WebSocketResponse | None = None
+        self._compress: Callable[[bytes], bytes] | None = None
+        self._ready, self._send_lock = asyncio.Event(), asyncio.Lock()
+        table: list[tuple[str, str, Callable[..., Any], bool]] = [
+            ("GET", "/gateway", lambda *_: {"url": self.gateway_url}, False),
+            ("GET", "/gateway/bot", self._gateway_bot, True),
+            ("GET", "/users/@me", lambda *_: self._user(self.bot_user_id), True),
+            ("GET", "/oauth2/applications/@me", self._application, True),
+            ("GET", "/applications/@me", self._application, True),
+            ("PUT", "/applications/{app}/commands", self._put_commands, True),
+            ("PUT", "/applications/{app}/guilds/{guild_id}/commands", self._put_commands, True),
+            ("GET", "/channels/{channel_id}", self._get_channel, True),
+            ("POST", "/channels/{channel_id}/messages", self._create_message, True),
+            ("PATCH", "/channels/{channel_id}/messages/{message_id}", self._edit, True),
+            ("POST", "/channels/{channel_id}/typing", self._typing, True),
+            ("POST", "/users/@me/channels", self._create_dm, True),
+            ("POST", "/interactions/{interaction_id}/{token}/callback", self._callback, False),
+            ("POST", "/webhooks/{app}/{token}", self._followup, False),
+            ("PATCH", "/webhooks/{app}/{token}/messages/{message_id}", self._edit, False),
+        ]
+        self._routes = [(method, _route(path), fn, auth) for method, path, fn, auth in table]
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    @contextlib.contextmanager
+    def patch_client(self) -> Iterator[None]:
+        """Point discord.py here, restoring on exit. `Route.BASE` prefixes every REST URL
+        (webhooks and interaction callbacks too); a plain `Client` never asks GET /gateway/bot
+        but connects to `DiscordWebSocket.DEFAULT_GATEWAY`. Resumes go to READY's URL (ours)."""
+        saved = Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
+        Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = self.api_base, yarl.URL(self.gateway_url)
+        try:
+            yield
+        finally:
+            Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = saved
+
+    def calls_to(self, method: str, route: str) -> list[Call]:
+        """Calls matching a route template such as "/channels/{channel_id}/messages"."""
+        pattern = _route(route)
+        return [c for c in self.calls if c.method == method and pattern.match(c.path)]
+
+    async def wait_for(
+        self, method: str, route: str, count: int = 1, timeout: float = 5.0
+    ) -> list[Call]:
+        """Poll until `count` matching calls arrived (the client acts in its own tasks)."""
+        deadline = time.monotonic() + timeout
+        while len(found := self.calls_to(method, route)) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(found)} of {count} {method} {route} within {timeout}s")
+            await asyncio.sleep(0.005)
+        return found
+
+    async def ready(self, timeout: float = 5.0) -> None:
+        """Wait until the client identified and READY and every GUILD_CREATE went out."""
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    async def __aenter__(self) -> FakeDiscord:
+        app = web.Application()
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_route("*", r"/api/v{version:\d+}/{path:.*}", self._rest)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock).start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+        await self._runner.cleanup()
+
+    # -- gateway ---------------------------------------------------------------------------
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self._ws, self.gateway_params = ws, dict(request.query)
+        self._compress = _compressor(request.query.get("compress"))
+        await self._send(10, {"heartbeat_interval": self.heartbeat_interval_ms})
+        async for msg in ws:
+            if msg.type is not WSMsgType.TEXT:
+                continue
+            op, d = (payload := json.loads(msg.data))["op"], payload.get("d")
+            if op == 1:  # HEARTBEAT
+                self.heartbeats += 1
+                await self._send(11, None)
+            elif op == 2 and d["token"] != self.token:
+                await ws.close(code=4004, message=b"Authentication failed.")
+            elif op == 2:
+                await self._identified(d)
+            elif op == 6:  # RESUME: no events are replayed; a stale session is invalidated
+                self.resumes.append(d)
+                resumable = d["session_id"] == self.session_id
+                await (self._send(0, {}, "RESUMED") if resumable else self._send(9, False))
+            elif op == 8:
+                self.member_requests.append(d)
+                await self._members_chunk(d)
+        if self._ws is ws:
+            self._ws = None
+        return ws
+
+    async def _send(self, op: int, d: Any, event: str | None = None) -> None:
+        if (ws := self._ws) is None:
+            raise RuntimeError("no gateway connection")
+        async with self._send_lock:  # sequence numbers and the compressed stream stay in order
+            self._seq += op == 0
+            raw = json.dumps({"op": op, "d": d, "s": self._seq if op == 0 else None, "t": event})
+            if self._compress:
+                await ws.send_bytes(self._compress(raw.encode()))
+            else:
+                await ws.send_str(raw)
+
+    async def _identified(self, d: JSON) -> None:
+        self.identify, self._seq, self.session_id = d, 0, secrets.token_hex(16)
+        ready = {"v": 10, "user": self._user(self.bot_user_id), "session_id": self.session_id}
+        ready |= {"resume_gateway_url": self.gateway_url, "shard": [0, 1], "private_channels": []}
+        ready["guilds"] = [{"id": str(g.id), "unavailable": True} for g in self.guilds]
+        ready["application"] = {"id": str(self.application_id), "flags": APP_FLAGS}
+        await self._send(0, ready, "READY")
+        for g in self.guilds:
+            await self._send(0, self._guild_create(g), "GUILD_CREATE")
+        self._ready.set()
+
+    async def _members_chunk(self, d: JSON) -> None:
+        guild = self._guild(d["guild_id"])
+        ids, query = {int(i) for i in d.get("user_ids") or []}, d.get("query", "").lower()
+        found = [m for m in self._members(guild) if m.name.lower().startswith(query)]
+        found = [m for m in found if not ids or m.user_id in ids][: d.get("limit") or None]
+        chunk = {"guild_id": str(guild.id), "chunk_index": 0, "chunk_count": 1}
+        chunk["members"] = [self._member(guild, m) for m in found]
+        chunk |= {"nonce": d["nonce"]} if "nonce" in d else {}
+        await self._send(0, chunk, "GUILD_MEMBERS_CHUNK")
+
+    async def dispatch(self, event: str, data: JSON) -> bool:
+        """Send `event` as op 0. False (nothing sent) where Discord would not deliver it for the
+        identified intents; message content is blanked as without MESSAGE_CONTENT."""
+        if self._ws is None or self.identify is None:
+            raise RuntimeError("no identified gateway connection")
+        intents, in_guild = self.identify.get("intents", 0), "guild_id" in data
+        if event in ("MESSAGE_CREATE", "MESSAGE_UPDATE"):
+            if not intents & (GUILD_MESSAGES if in_guild else DM_MESSAGES):
+                return False
+            exempt = {int(u["id"]) for u in data.get("mentions", [])} | {int(data["author"]["id"])}
+            if in_guild and not intents & MESSAGE_CONTENT and self.bot_user_id not in exempt:
+                data = data | {"content": ""} | _blank(lists="embeds attachments components")
+        if event == "INTERACTION_CREATE":  # the acknowledgement clock starts now
+            message_id = int(data["message"]["id"]) if "message" in data else None
+            entry = _Interaction(data["token"], data["type"], int(data["channel_id"]), message_id)
+            self._interactions[int(data["id"])] = entry
+        await self._send(0, data, event)
+        return True
+
+    async def reconnect(self) -> None:
+        """Send op 7 RECONNECT: discord.py closes and RESUMEs at `resume_gateway_url`."""
+        await self._send(7, None)
+
+    # -- payload builders ------------------------------------------------------------------
+
+    def _snowflake(self) -> int:
+        self._ids += 1
+        return ((time.time_ns() // 1_000_000 - 1_420_070_400_000) << 22) | self._ids
+
+    def _guild(self, guild_id: int | str) -> Guild:
+        if (g := next((g for g in self.guilds if g.id == int(guild_id)), None)) is None:
+            raise DiscordError(403, 50001, "Missing Access")
+        return g
+
+    def _members(self, guild: Guild) -> list[Member]:
+        return [*guild.members, self.bot]
+
+    def _find(self, guild: Guild, user_id: int) -> Member | None:
+        return next((m for m in self._members(guild) if m.user_id == user_id), None)
+
+    def _user(self, user_id: int) -> JSON:
+        m = next(filter(None, (self._find(g, user_id) for g in self.guilds)), None)
+        m = self.bot if user_id == self.bot_user_id else m or Member(user_id, f"user{user_id}")
+        user = {"id": str(user_id), "username": m.name, "discriminator": "0", "bot": m.bot}
+        user |= {"global_name": None if m.bot else m.name}
+        return user | _blank("avatar", zeros="public_flags")
+
+    def _member(self, guild: Guild, m: Member, *, with_user: bool = True) -> JSON:
+        member = {"roles": [str(r) for r in m.roles], "joined_at": "2024-01-01T00:00:00+00:00"}
+        member |= _blank("nick avatar premium_since communication_disabled_until")
+        member |= _blank(falses="deaf mute pending", zeros="flags")
+        return member | ({"user": self._user(m.user_id)} if with_user else {})
+
+    def permissions(self, guild: Guild, user_id: int) -> int:
+        """Guild-level permissions as Discord computes them (no channel overwrites)."""
+        member = self._find(guild, user_id)
+        roles, perms = member.roles if member else [], guild.everyone_permissions
+        for role in (r for r in guild.roles if r.id in roles):
+            perms |= role.permissions
+        return ALL_PERMISSIONS if user_id == guild.owner_id or perms & ADMINISTRATOR else perms
+
+    def _channel(self, channel_id: int | str) -> tuple[Guild | None, JSON]:
+        for g in self.guilds:
+            for c in (c for c in g.channels if c.id == int(channel_id)):
+                channel = {"id": str(c.id), "type": c.type, "guild_id": str(g.id), "name": c.name}
+                channel |= _blank("parent_id topic last_message_id", "nsfw", "position flags")
+                channel |= _blank(zeros="rate_limit_per_user", lists="permission_overwrites")
+                if c.type in (2, 13):  # voice and stage channels
+                    channel |= {"bitrate": 64000, "user_limit": 0, "rtc_region": None}
+                return g, channel
+        for dm in (dm for dm in self.dm_channels if dm.id == int(channel_id)):
+            channel = {"id": str(dm.id), "type": 1, "recipients": [self._user(dm.user_id)]}
+            return None, channel | _blank("last_message_id", zeros="flags")
+        raise DiscordError(404, 10003, "Unknown Channel")
+
+    def _guild_create(self, g: Guild) -> JSON:
+        everyone = Role(g.id, "@everyone", g.everyone_permissions, position=0)
+        roles = [
+            {"id": str(r.id), "name": r.name, "permissions": str(r.permissions)}
+            | {"position": r.position, "colors": {"primary_color": 0}}
+            | _blank("icon unicode_emoji", "hoist managed mentionable", "color flags")
+            for r in [everyone, *g.roles]
+        ]
+        # Without the presences intent Discord sends only the bot's member; the rest is chunked.
+        with_all = self.identify and self.identify.get("intents", 0) & PRESENCES
+        shown = self._members(g) if with_all else [self.bot]
+        guild = {"id": str(g.id), "name": g.name, "owner_id": str(g.owner_id), "roles": roles}
+        guild |= {"channels": [self._channel(c.id)[1] for c in g.channels], "joined_at": _now()}
+        guild |= {"members": [self._member(g, m) for m in shown]}
+        guild |= {"member_count": len(self._members(g))}
+        guild |= {"preferred_locale": "en-US", "afk_timeout": 300}
+        guild |= _blank("icon banner splash description system_channel_id afk_channel_id")
+        guild |= _blank(falses="unavailable large nsfw", zeros="verification_level mfa_level")
+        guild |= _blank(zeros="premium_tier explicit_content_filter default_message_notifications")
+        return guild | _blank(lists="emojis stickers features threads presences voice_states")
+
+    def _message(self, author_id: int, content: str, channel_id: int | str, **fields: Any) -> JSON:
+        """A message as REST returns it, remembered so replies and clicks can refer to it."""
+        mentions = [self._user(int(i)) for i in dict.fromkeys(re.findall(r"<@!?(\d+)>", content))]
+        msg = {"id": str(self._snowflake()), "channel_id": str(channel_id), "type": 0}
+        msg |= {"author": self._user(author_id), "content": content, "timestamp": _now()}
+        msg |= {"mentions": mentions, "mention_roles": re.findall(r"<@&(\d+)>", content)}
+        msg |= {"mention_everyone": "@everyone" in content or "@here" in content}
+        msg |= _blank("edited_timestamp", "tts pinned", "flags", "attachments embeds components")
+        if ref := fields.get("message_reference"):  # a reply: Discord inlines what it replies to
+            msg |= {"type": 19, "referenced_message": self.messages.get(int(ref["message_id"]))}
+        msg |= fields
+        self.messages[int(msg["id"])] = msg
+        return msg
+
+    def _for_gateway(self, msg: JSON, guild: Guild | None) -> JSON:
+        """Gateway messages in a guild add guild_id and the author's and mentioned members."""
+        if guild is None:
+            return msg
+        msg = msg | {"guild_id": str(guild.id), "mentions": [dict(u) for u in msg["mentions"]]}
+        if author := self._find(guild, int(msg["author"]["id"])):
+            msg["member"] = self._member(guild, author, with_user=False)
+        for u in msg["mentions"]:
+            if found := self._find(guild, int(u["id"])):
+                u["member"] = self._member(guild, found, with_user=False)
+        return msg
+
+    def message_create(
+        self,
+        author: int | Member,
+        content: str,
+        *,
+        channel_id: int,
+        guild_id: int | None = None,
+        mentions_bot: bool = False,
+        author_bot: bool = False,
+        message_id: int | None = None,
+        message_reference: int | JSON | None = None,
+    ) -> JSON:
+        """A MESSAGE_CREATE payload. Mentions come from `<@id>` in the content, as in Discord;
+        `mentions_bot` prefixes one. The guild defaults to the channel's (none for a DM)."""
+        uid = author.user_id if isinstance(author, Member) else author
+        if mentions_bot and f"<@{self.bot_user_id}>" not in content:
+            content = f"<@{self.bot_user_id}> {content}"
+        guild = self._guild(guild_id) if guild_id else self._channel(channel_id)[0]
+        fields: JSON = {"id": str(message_id)} if message_id else {}
+        if isinstance(message_reference, int):
+            ids = {"message_id": str(message_reference), "channel_id": str(channel_id)}
+            message_reference = {"type": 0, **ids} | ({"guild_id": str(guild.id)} if guild else {})
+        fields |= {"message_reference": message_reference} if message_reference else {}
+        msg = self._message(uid, content, channel_id, **fields)
+        msg["author"]["bot"] |= author_bot
+        return self._for_gateway(msg, guild)
+
+    def _interaction(
+        self, kind: int, user: int | Member, channel_id: int, guild_id: int | None
+    ) -> JSON:
+        uid = user.user_id if isinstance(user, Member) else user
+        guild, channel = self._channel(channel_id)
+        guild = self._guild(guild_id) if guild_id else guild
+        payload = {"id": str(self._snowflake()), "application_id": str(self.application_id)}
+        payload |= {"type": kind, "token": "aW50ZXJhY3Rpb24" + secrets.token_urlsafe(48)}
+        payload |= {"version": 1, "channel_id": str(channel_id), "channel": channel}
+        payload |= {"locale": "en-US", "entitlements": [], "attachment_size_limit": 10_485_760}
+        if guild is None:  # a DM with the bot: `user` instead of `member`, context BOT_DM
+            owners = {"authorizing_integration_owners": {"0": "0"}, "context": 1}
+            return payload | owners | {"user": self._user(uid), "app_permissions": "0"}
+        if (m := self._find(guild, uid)) is None:
+            raise ValueError(f"user {uid} is not a member of guild {guild.id}")
+        perms = str(self.permissions(guild, uid))
+        payload |= {"guild_id": str(guild.id), "guild_locale": "en-US", "context": 0}
+        payload["guild"] = {"id": str(guild.id), "locale": "en-US", "features": []}
+        payload["channel"] = channel | {"permissions": perms}
+        payload["member"] = self._member(guild, m) | {"permissions": perms}
+        payload["app_permissions"] = str(self.permissions(guild, self.bot_user_id))
+        return payload | {"authorizing_integration_owners": {"0": str(guild.id)}}
+
+    def interaction_create(
+        self,
+        name: str,
+        options: JSON | list[JSON] | None = None,
+        *,
+        user: int | Member,
+        channel_id: int,
+        guild_id: int | None = None,
+        type: int = 2,
+        command_type: int = 1,
+    ) -> JSON:
+        """An application command (type 2; 4 is autocomplete). `options` is Discord's option
+        list or `{"name": value}`. A command synced to the guild carries its guild_id, which is
+        how discord.py's tree tells guild commands from global ones: sync before dispatching."""
+        payload = self._interaction(type, user, channel_id, guild_id)
+        guild_commands = self.commands.get(int(payload.get("guild_id", 0)), [])
+        synced = [c for c in [*guild_commands, *self.commands.get(None, [])] if c["name"] == name]
+        data = {"id": synced[0]["id"] if synced else str(self._snowflake()), "name": name}
+        data["type"] = command_type
+        if synced and "guild_id" in synced[0]:
+            data["guild_id"] = synced[0]["guild_id"]
+        if isinstance(options, dict):
+            kinds = {bool: 5, int: 4, float: 10, str: 3}
+            options = [
+                {"name": k, "type": kinds[v.__class__], "value": v} for k, v in options.items()
+            ]
+        return payload | {"data": data | ({"options": options} if options else {})}
+
+    def component_interaction(
+        self,
+        custom_id: str,
+        *,
+        user: int | Member,
+        channel_id: int,
+        guild_id: int | None = None,
+        message: JSON | None = None,
+        component_type: int = 2,
+        values: list[str] | None = None,
+    ) -> JSON:
+        """A click (type 3; component 2 is a button) on `message`, by default the bot's last
+        message in the channel. Select menus pass `component_type` and `values`."""
+        payload = self._interaction(3, user, channel_id, guild_id)
+        in_channel = [m for m in self.sent if m["channel_id"] == str(channel_id)]
+        if (message := message or (in_channel[-1] if in_channel else None)) is None:
+            raise ValueError(f"no bot message in channel {channel_id} to click on")
+        data = {"custom_id": custom_id, "component_type": component_type}
+        data |= {"values": values} if values is not None else {}
+        return payload | {"message": message, "data": data}
+
+    # -- REST ------------------------------------------------------------------------------
+
+    async def _rest(self, request: web.Request) -> web.Response:
+        path, body = "/" + request.match_info["path"], None
+        if request.content_type.startswith("multipart/"):  # uploads: JSON rides in payload_json
+            body = json.loads(str((await request.post()).get("payload_json", "null")))
+        elif request.can_read_body:
+            body = await request.json()
+        headers, query = dict(request.headers), dict(request.query)
+        self.calls.append(Call(request.method, path, body, headers, query))
+        try:
+            for method, pattern, handler, auth in self._routes:
+                if method != request.method or not (match := pattern.match(path)):
+                    continue
+                if auth and headers.get("Authorization") != f"Bot {self.token}":
+                    raise DiscordError(401, 0, "401: Unauthorized")
+                result = handler(match.groupdict(), body, query)
+                result = await result if asyncio.iscoroutine(result) else result
+                return web.Response(status=204) if result is None else _json(result)
+            raise DiscordError(404, 0, "404: Not Found")
+        except DiscordError as e:
+            return _json(e.body, e.status)
+
+    def _gateway_bot(self, *_: Any) -> JSON:
+        limit = {"total": 1000, "remaining": 999, "reset_after": 86_400_000, "max_concurrency": 1}
+        return {"url": self.gateway_url, "shards": 1, "session_start_limit": limit}
+
+    def _application(self, *_: Any) -> JSON:
+        app = {"id": str(self.application_id), "name": self.bot.name, "description": ""}
+        app |= {"owner": self._user(1), "verify_key": "0" * 64, "flags": APP_FLAGS}
+        app |= {"bot": self._user(self.bot_user_id)}
+        return app | _blank("icon team", "bot_public bot_require_code_grant")
+
+    def _put_commands(self, m: dict[str, str], body: list[JSON], _: Any) -> list[JSON]:
+        """Bulk overwrite: echo the commands with ids, keeping the ids of names already known."""
+        guild_id = self._guild(m["guild_id"]).id if "guild_id" in m else None
+        known = {c["name"]: c["id"] for c in self.commands.get(guild_id, [])}
+        defaults = {"type": 1, "default_member_permissions": None, "nsfw": False}
+        ids = {"application_id": str(self.application_id)}
+        ids |= {"guild_id": str(guild_id)} if guild_id else {}
+        self.commands[guild_id] = []
+        for c in body:
+            ids |= {"id": known.get(c["name"]) or str(self._snowflake())}
+            self.commands[guild_id].append(defaults | c | ids | {"version": str(self._snowflake())})
+        return self.commands[guild_id]
+
+    def _get_channel(self, m: dict[str, str], *_: Any) -> JSON:
+        return self._channel(m["channel_id"])[1]
+
+    def _typing(self, m: dict[str, str], *_: Any) -> None:
+        self._channel(m["channel_id"])  # 404 for an unknown channel, else 204
+
+    def _create_dm(self, _: Any, body: JSON, __: Any) -> JSON:
+        user_id = int(body["recipient_id"])
+        if (dm := next((d for d in self.dm_channels if d.user_id == user_id), None)) is None:
+            self.dm_channels.append(dm := DMChannel(self._snowflake(), user_id))
+        return self._channel(dm.id)[1]
+
+    @staticmethod
+    def _check_content(body: JSON) -> None:
+        if len(body.get("content") or "") > 2000:
+            raise _form_error("content", "BASE_TYPE_MAX_LENGTH", "Must be 2000 or fewer in length.")
+        if not any(body.get(k) for k in ("content", "embeds", "components", "attachments", "poll")):
+            raise DiscordError(400, 50006, "Cannot send an empty message")
+
+    async def _create_message(self, m: dict[str, str], body: JSON, _: Any) -> JSON:
+        guild = self._channel(m["channel_id"])[0]
+        self._check_content(body)
+        fields = {k: body[k] for k in ("embeds", "components", "flags", "nonce") if k in body}
+        if ref := body.get("message_reference"):
+            if ref.get("fail_if_not_exists", True) and int(ref["message_id"]) not in self.messages:
+                code = "MESSAGE_REFERENCE_UNKNOWN_MESSAGE"
+                raise _form_error("message_reference", code, "Unknown message")
+            fields["message_reference"] = ref
+        msg = self._message(self.bot_user_id, body.get("content") or "", m["channel_id"], **fields)
+        self.sent.append(msg)
+        if self.echo_own_messages and self._ws is not None and self.identify is not None:
+            await self.dispatch("MESSAGE_CREATE", self._for_gateway(msg, guild))
+        return msg
+
+    def _acked(self, m: dict[str, str]) -> _Interaction:
+        """The interaction behind a webhook token; follow-ups need it acknowledged first."""
+        found = next((i for i in self._interactions.values() if i.token == m["token"]), None)
+        if found is None or not found.acked or m["app"] != str(self.application_id):
+            raise DiscordError(404, 10015, "Unknown Webhook")
+        return found
+
+    def _edit(self, m: dict[str, str], body: JSON, _: Any) -> JSON:
+        """PATCH a channel message or a webhook one (`@original`: the interaction response)."""
+        interaction = self._acked(m) if "token" in m else None
+        if interaction and m["message_id"] == "@original":
+            msg = interaction.original
+        else:
+            _ = interaction or self._channel(m["channel_id"])  # 404 for an unknown channel
+            msg = self.messages.get(int(m["message_id"])) if m["message_id"].isdigit() else None
+        if msg is None:
+            raise DiscordError(404, 10008, "Unknown Message")
+        if int(msg["author"]["id"]) != self.bot_user_id:
+            raise DiscordError(403, 50005, "Cannot edit a message authored by another user")
+        msg.update({k: body[k] for k in ("content", "embeds", "components") if k in body})
+        msg.update(edited_timestamp=_now(), flags=msg["flags"] & ~LOADING)
+        return msg
+
+    def _callback(self, m: dict[str, str], body: JSON, query: dict[str, str]) -> JSON | None:
+        """Answer an interaction, once and within `ack_deadline`. discord.py always asks
+        `?with_response=1` and then needs this InteractionCallback JSON, not a 204."""
+        i = self._interactions.get(int(m["interaction_id"]))
+        if i is not None and i.token == m["token"] and i.acked:
+            raise DiscordError(400, 40060, "Interaction has already been acknowledged.")
+        if i is None or i.token != m["token"] or time.monotonic() - i.created > self.ack_deadline:
+            raise DiscordError(404, 10062, "Unknown interaction")
+        kind, data = body["type"], body.get("data") or {}
+        resource: JSON = {"type": kind}
+        if kind in (4, 5):  # CHANNEL_MESSAGE_WITH_SOURCE / DEFERRED_... (a "thinking" message)
+            if kind == 4:
+                self._check_content(data)
+            fields = {k: data[k] for k in ("embeds", "components") if k in data}
+            fields["flags"] = data.get("flags", 0) | (LOADING if kind == 5 else 0)
+            fields |= {"webhook_id": str(self.application_id), "type": 20 if i.type == 2 else 0}
+            text = data.get("content") or ""
+            i.original = self._message(self.bot_user_id, text, i.channel_id, **fields)
+            self.sent.append(i.original)
+            resource["message"] = i.original
+        elif kind == 7 and i.message_id in self.messages:  # UPDATE_MESSAGE: the clicked one
+            self.messages[i.message_id].update({k: v for k, v in data.items() if k != "flags"})
+            resource["message"] = self.messages[i.message_id]
+        i.acked = True
+        if query.get("with_response") not in TRUE:
+            return None
+        ephemeral = bool(data.get("flags", 0) & EPHEMERAL)
+        answer = {"id": m["interaction_id"], "type": i.type, "response_message_loading": kind == 5}
+        answer |= {"response_message_ephemeral": ephemeral}
+        if "message" in resource:
+            answer["response_message_id"] = resource["message"]["id"]
+        return {"interaction": answer, "resource": resource}
+
+    def _followup(self, m: dict[str, str], body: JSON, query: dict[str, str]) -> JSON | None:
+        i = self._acked(m)
+        self._check_content(body)
+        fields = {k: body[k] for k in ("embeds", "components", "flags", "tts") if k in body}
+        fields["webhook_id"] = str(self.application_id)
+        msg = self._message(self.bot_user_id, body.get("content") or "", i.channel_id, **fields)
+        self.sent.append(msg)
+        return msg if query.get("wait") in TRUE else None
