@@ -60,16 +60,20 @@ def _stop_on_sigterm() -> None:
 
 async def _run(settings: Settings) -> None:
     _stop_on_sigterm()
-    if os.environ.get("DISCORD_TOKEN"):
-        print("DISCORD_TOKEN is set, but this build has no Discord adapter yet.", file=sys.stderr)
-    if not slack_configured(settings):
+    if not slack_configured(settings) and not settings.discord_token:
         await _chat(settings, user="me", thread="main", banner_extra=HOW_TO_CONFIGURE)
         return
-    from bots.slack import SlackAdapter
-
     async with MemoryBot.open(settings) as bot:
         print(describe(bot), file=sys.stderr)
-        await SlackAdapter(bot, settings).run()
+        async with asyncio.TaskGroup() as platforms:
+            if slack_configured(settings):
+                from bots.slack import SlackAdapter
+
+                platforms.create_task(SlackAdapter(bot, settings).run())
+            if settings.discord_token:
+                from bots.discord import DiscordAdapter
+
+                platforms.create_task(DiscordAdapter(bot, settings).run())
 
 
 def main(argv: list[str] | None = None) -> int:

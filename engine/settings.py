@@ -105,6 +105,23 @@ class Settings(BaseSettings):
         description="Comma-separated Slack user ids allowed to /forget others, besides "
         "workspace admins and owners.",
     )
+    discord_token: SecretStr | None = Field(
+        default=None, validation_alias=_env("DISCORD_TOKEN", "DISCORD_TOKEN")
+    )
+    discord_guild_id: int | None = Field(
+        default=None,
+        validation_alias=_env("DISCORD_GUILD_ID", "DISCORD_GUILD_ID"),
+        description="Sync slash commands to this guild only (fast, for development).",
+    )
+    discord_message_content: bool = Field(
+        default=False,
+        description="Request the privileged message content intent (enable it in the "
+        "Developer Portal first): needed to answer thread follow-ups without a mention.",
+    )
+    discord_memory_scope: Literal["guild", "global"] = Field(
+        default="guild",
+        description="guild: a user's memories are per server (and DMs apart); global: one set.",
+    )
     http_host: str = "0.0.0.0"
     http_port: int = Field(default=3000, description="Slack HTTP-mode events endpoint port.")
     audit_log: Path | None = Field(
