@@ -95,11 +95,13 @@ class DiscordAdapter:
             await message.reply(TROUBLE, mention_author=False)
 
     async def _addressed(self, message: discord.Message, me: discord.ClientUser) -> bool:
-        """In a server: a mention of us (not @everyone), or a thread we take part in."""
+        """In a server: a mention of us (not @everyone), or a thread we take part in. The
+        latter needs the message content intent: without it Discord sends such messages
+        with empty content, and the bot stays quiet rather than answer what it can't read."""
         if any(user.id == me.id for user in message.mentions):
             return True
         channel = message.channel
-        if isinstance(channel, discord.Thread):
+        if isinstance(channel, discord.Thread) and self.settings.discord_message_content:
             return channel.owner_id == me.id or bool(
                 await self.bot.history(thread_key(channel.guild.id, channel.id))
             )

@@ -31,6 +31,7 @@ from tests.fakes.llm import FakeLLM
 
 OTHER_CHANNEL = 1_200_000_000_000_000_050
 GUILD_2, GUILD_2_CHANNEL = 1_200_000_000_000_000_060, 1_200_000_000_000_000_061
+BOTS_THREAD, MEMBERS_THREAD = 1_200_000_000_000_000_070, 1_200_000_000_000_000_071
 MESSAGES = "/channels/{channel_id}/messages"
 CALLBACK = "/interactions/{id}/{token}/callback"
 FOLLOWUP = "/webhooks/{app}/{token}"
@@ -96,6 +97,8 @@ def guilds() -> list[Guild]:
     """The default server plus a second channel, and a second server that M1 is in too."""
     (guild,) = default_guilds()
     guild.channels.append(Channel(OTHER_CHANNEL, "random"))
+    guild.channels.append(Channel(BOTS_THREAD, "bot's thread", 11, CHANNEL_ID, APPLICATION_ID))
+    guild.channels.append(Channel(MEMBERS_THREAD, "a thread", 11, CHANNEL_ID, MEMBER_ID))
     other = Guild(
         GUILD_2,
         name="Other Server",
@@ -157,8 +160,8 @@ async def test_seed_scenario_scoped_per_server(discord_bot: Running) -> None:
         await run.command("ask", {"question": "what is my name?"}, user=user, channel_id=channel_id)
         return (await run.fake.wait_for("POST", FOLLOWUP, count=before + 1))[-1].json["content"]
 
-    assert "Bob" in await ask(MEMBER_ID, OTHER_CHANNEL)
-    assert "Bob" not in await ask(ADMIN_ID, OTHER_CHANNEL)
+    assert "Bob" in await ask(MEMBER_ID, MEMBERS_THREAD)  # a thread: a new conversation
+    assert "Bob" not in await ask(ADMIN_ID, MEMBERS_THREAD)
     assert "Bob" not in await ask(MEMBER_ID, GUILD_2_CHANNEL)  # another server, another scope
 
     memories = await run.bot.memories(f"discord:{GUILD_ID}:{MEMBER_ID}")
@@ -284,3 +287,29 @@ async def test_unknown_command_gets_an_ephemeral_answer(discord_bot: Running) ->
     reply = await discord_bot.command("dance", user=MEMBER_ID)
     assert reply["type"] == 4 and reply["data"]["flags"] == 64
     assert "don't know that command" in reply["data"]["content"]
+
+
+async def test_threads_it_started_or_answered_in(tmp_path, local_embeddings) -> None:
+    async with running(tmp_path, local_embeddings, discord_message_content=True) as run:
+        assert run.fake.identify["intents"] & (1 << 15)  # asked for message content
+        await run.say(MEMBER_ID, "follow-up in its own thread", BOTS_THREAD)
+        await run.say(MEMBER_ID, f"<@{APPLICATION_ID}> hello", MEMBERS_THREAD, mentions_bot=True)
+        reply = await run.say(MEMBER_ID, "and a follow-up without a mention", MEMBERS_THREAD)
+        assert reply["message_reference"]
+        assert await run.bot.history(f"discord:{GUILD_ID}:{MEMBERS_THREAD}")
+        await run.fake.dispatch(
+            "MESSAGE_CREATE", run.fake.message_create(MEMBER_ID, "chat", channel_id=CHANNEL_ID)
+        )
+        await asyncio.sleep(0.3)
+        assert len(run.fake.calls_to("POST", MESSAGES)) == 3  # nothing for the plain channel
+
+
+async def test_without_message_content_thread_chatter_is_left_alone(discord_bot: Running) -> None:
+    run = discord_bot
+    await run.say(MEMBER_ID, f"<@{APPLICATION_ID}> hello", MEMBERS_THREAD, mentions_bot=True)
+    event = run.fake.message_create(
+        MEMBER_ID, "unreadable without the intent", channel_id=MEMBERS_THREAD
+    )
+    await run.fake.dispatch("MESSAGE_CREATE", event)
+    await asyncio.sleep(0.3)
+    assert len(run.fake.calls_to("POST", MESSAGES)) == 1  # no "I didn't get any text"

@@ -80,7 +80,9 @@ class Member:
 class Channel:
     id: int
     name: str = "general"
-    type: int = 0  # GUILD_TEXT; 2 voice, 4 category, 5 announcement, 13 stage
+    type: int = 0  # GUILD_TEXT; 2 voice, 4 category, 5 announcement, 13 stage, 11 thread
+    parent_id: int | None = None  # threads: the channel they belong to
+    owner_id: int | None = None  # threads: who started them
 
 
 @dataclass
@@ -425,6 +427,15 @@ class FakeDiscord:
                 channel |= _blank(zeros="rate_limit_per_user", lists="permission_overwrites")
                 if c.type in (2, 13):  # voice and stage channels
                     channel |= {"bitrate": 64000, "user_limit": 0, "rtc_region": None}
+                if c.type in (10, 11, 12):  # threads are channels with a parent and an owner
+                    channel |= {"parent_id": str(c.parent_id), "owner_id": str(c.owner_id)}
+                    channel |= {"message_count": 0, "member_count": 1, "total_message_sent": 0}
+                    channel["thread_metadata"] = {
+                        "archived": False,
+                        "auto_archive_duration": 1440,
+                        "locked": False,
+                        "archive_timestamp": _now(),
+                    }
                 return g, channel
         for dm in (dm for dm in self.dm_channels if dm.id == int(channel_id)):
             channel = {"id": str(dm.id), "type": 1, "recipients": [self._user(dm.user_id)]}
@@ -443,14 +454,17 @@ class FakeDiscord:
         with_all = self.identify and self.identify.get("intents", 0) & PRESENCES
         shown = self._members(g) if with_all else [self.bot]
         guild = {"id": str(g.id), "name": g.name, "owner_id": str(g.owner_id), "roles": roles}
-        guild |= {"channels": [self._channel(c.id)[1] for c in g.channels], "joined_at": _now()}
+        threads = [self._channel(c.id)[1] for c in g.channels if c.type in (10, 11, 12)]
+        channels = [self._channel(c.id)[1] for c in g.channels if c.type not in (10, 11, 12)]
+        guild |= {"channels": channels, "joined_at": _now()}
         guild |= {"members": [self._member(g, m) for m in shown]}
         guild |= {"member_count": len(self._members(g))}
         guild |= {"preferred_locale": "en-US", "afk_timeout": 300}
         guild |= _blank("icon banner splash description system_channel_id afk_channel_id")
         guild |= _blank(falses="unavailable large nsfw", zeros="verification_level mfa_level")
         guild |= _blank(zeros="premium_tier explicit_content_filter default_message_notifications")
-        return guild | _blank(lists="emojis stickers features threads presences voice_states")
+        guild |= _blank(lists="emojis stickers features presences voice_states")
+        return guild | {"threads": threads}
 
     def _message(self, author_id: int, content: str, channel_id: int | str, **fields: Any) -> JSON:
         """A message as REST returns it, remembered so replies and clicks can refer to it."""
