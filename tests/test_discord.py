@@ -262,8 +262,10 @@ async def test_forget_own_memories_after_confirmation(discord_bot: Running) -> N
 async def test_forget_user_needs_manage_server(discord_bot: Running) -> None:
     run = discord_bot
     member, admin = f"discord:{GUILD_ID}:{MEMBER_ID}", f"discord:{GUILD_ID}:{ADMIN_ID}"
+    member_elsewhere = f"discord:{GUILD_2}:{MEMBER_ID}"
     await run.bot.remember(member, "my name is Bob")
     await run.bot.remember(admin, "my name is Alice")
+    await run.bot.remember(member_elsewhere, "I like chess")
 
     refused = await run.command("forget-user", user=MEMBER_ID, member=ADMIN_ID)
     assert "Only members with Manage Server" in refused["data"]["content"]
@@ -279,6 +281,7 @@ async def test_forget_user_needs_manage_server(discord_bot: Running) -> None:
     assert "erased 1" in done["data"]["content"]
     assert await run.bot.memories(member) == []
     assert [m.value["text"] for m in await run.bot.memories(admin)] == ["My name is Alice."]
+    assert [m.value["text"] for m in await run.bot.memories(member_elsewhere)] == ["I like chess."]
     (entry,) = run.adapter.audit.entries()
     assert entry["actor"] == admin and entry["target"] == member and entry["count"] == 1
 
