@@ -21,6 +21,7 @@ import re
 from typing import Any
 
 import discord
+import yarl
 from discord import app_commands
 
 from bots.audit import AuditLog
@@ -226,8 +227,18 @@ class DiscordAdapter:
     async def run(self) -> None:
         if not self.settings.discord_token:
             raise RuntimeError("DISCORD_TOKEN is not set")
+        _point_discord_py(self.settings)
         async with self.client:
             await self.client.start(self.settings.discord_token.get_secret_value())
+
+
+def _point_discord_py(settings: Settings) -> None:
+    """discord.py reads its REST base and gateway from class attributes; these are its
+    process-wide settings, so they are set here, once, when the bot starts."""
+    if settings.discord_api_url:
+        discord.http.Route.BASE = settings.discord_api_url.rstrip("/")
+    if settings.discord_gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
 
 
 def _is_admin(interaction: discord.Interaction) -> bool:

@@ -118,6 +118,14 @@ class Settings(BaseSettings):
         description="Request the privileged message content intent (enable it in the "
         "Developer Portal first): needed to answer thread follow-ups without a mention.",
     )
+    discord_api_url: str | None = Field(
+        default=None,
+        description="Discord REST base instead of https://discord.com/api/v10 (an HTTP "
+        "proxy shared by several bots, or tests).",
+    )
+    discord_gateway_url: str | None = Field(
+        default=None, description="Discord gateway instead of wss://gateway.discord.gg/."
+    )
     discord_memory_scope: Literal["guild", "global"] = Field(
         default="guild",
         description="guild: a user's memories are per server (and DMs apart); global: one set.",

@@ -4,6 +4,8 @@ local fake Discord, with the real engine behind it."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -316,3 +318,36 @@ async def test_without_message_content_thread_chatter_is_left_alone(discord_bot:
     await run.fake.dispatch("MESSAGE_CREATE", event)
     await asyncio.sleep(0.3)
     assert len(run.fake.calls_to("POST", MESSAGES)) == 1  # no "I didn't get any text"
+
+
+async def test_membot_run_serves_discord_when_configured(tmp_path: Path) -> None:
+    """The README's run command with DISCORD_TOKEN set, as its own process."""
+    async with FakeDiscord(guilds=guilds()) as fake:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMBOT_", "SLACK_"))}
+        env |= {
+            "MEMBOT_DATA_DIR": str(tmp_path),
+            "MEMBOT_LLM_PROVIDER": "offline",
+            "DISCORD_TOKEN": fake.token,
+            "MEMBOT_DISCORD_API_URL": fake.api_base,
+            "MEMBOT_DISCORD_GATEWAY_URL": fake.gateway_url,
+        }
+        membot = str(Path(sys.executable).with_name("membot"))
+        process = await asyncio.create_subprocess_exec(
+            membot,
+            "run",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            await fake.ready(timeout=120)
+            await fake.wait_for("PUT", "/applications/{app}/commands", timeout=30)
+            event = fake.message_create(MEMBER_ID, "remember: I like tea", channel_id=DM_CHANNEL_ID)
+            await fake.dispatch("MESSAGE_CREATE", event)
+            (reply,) = await fake.wait_for("POST", MESSAGES, timeout=60)
+            assert reply.json["content"].startswith("[offline]")
+        finally:
+            process.terminate()
+            _, stderr = await process.communicate()
+    assert b"Traceback" not in stderr, stderr.decode()
+    assert process.returncode == 0
