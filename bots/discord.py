@@ -26,6 +26,7 @@ from discord import app_commands
 
 from bots.audit import AuditLog
 from bots.chunking import split_message
+from bots.replies import FILES_ONLY, TROUBLE
 from engine.bot import MemoryBot, Reply
 from engine.settings import Settings
 
@@ -33,11 +34,6 @@ logger = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 2_000
 NO_PINGS = discord.AllowedMentions.none()
-FILES_ONLY = (
-    "I can only read text for now, not files. Paste the part you want me to look at "
-    "into a message and I'll take it from there."
-)
-TROUBLE = "Sorry, something went wrong on my side while answering. Please try again."
 USER_MESSAGES = (discord.MessageType.default, discord.MessageType.reply)
 
 
@@ -213,7 +209,7 @@ class DiscordAdapter:
     async def _ask_to_forget(
         self, interaction: discord.Interaction, target: str, whose: str
     ) -> None:
-        count = len(await self.bot.memories(target, limit=1000))
+        count = await self.bot.count_memories(target)
         if not count:
             await interaction.response.send_message(
                 f"There is nothing to forget: I hold none of {whose} memories.", ephemeral=True

@@ -32,6 +32,7 @@ from bots.audit import AuditLog
 from bots.chunking import split_message
 from bots.dedupe import EventDeduper
 from bots.quiet import QuietPeriod
+from bots.replies import FILES_ONLY, TROUBLE
 from bots.slack_format import escape, to_mrkdwn
 from engine.bot import MemoryBot, Reply
 from engine.settings import Settings
@@ -43,11 +44,6 @@ THINKING = "_Thinking…_"
 # Message subtypes that are a person talking; all others (edits, deletions, joins,
 # bot messages, ...) are ignored.
 USER_SUBTYPES = {None, "file_share", "thread_broadcast"}
-FILES_ONLY = (
-    "I can only read text for now, not files. Paste the part you want me to look at "
-    "into a message and I'll take it from there."
-)
-TROUBLE = "Sorry, something went wrong on my side while answering. Please try again."
 _USER_REF = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 
 
@@ -71,7 +67,7 @@ class SlackAdapter:
         # One pooled HTTP session for every Web API call: without it slack_sdk opens (and
         # TLS-handshakes) a new connection per call, which under a burst of events steals
         # the event loop from acknowledging them. Closed by `aclose()`.
-        self._session = aiohttp.ClientSession()
+        self._session = None if client else aiohttp.ClientSession()
         self._client = client or AsyncWebClient(
             token=token, base_url=settings.slack_api_url, session=self._session
         )
@@ -255,7 +251,7 @@ class SlackAdapter:
                 text="Only workspace admins can erase someone else's memories. Nothing was erased."
             )
             return
-        count = len(await self.bot.memories(user_key(team, target), limit=1000))
+        count = await self.bot.count_memories(user_key(team, target))
         whose = "your" if target == actor else f"<@{target}>'s"
         if not count:
             await respond(text=f"There is nothing to forget: I hold none of {whose} memories.")
@@ -307,7 +303,8 @@ class SlackAdapter:
     # -- running -------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        await self._session.close()
+        if self._session:
+            await self._session.close()
 
     def web_app(self) -> web.Application:
         """HTTP mode: bolt's aiohttp app serving `/slack/events` (events, commands and

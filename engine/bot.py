@@ -137,6 +137,10 @@ class MemoryBot:
         """The user's memories, newest first."""
         return await self.store.asearch(memory_namespace(user_id), limit=limit)
 
+    async def count_memories(self, user_id: str, limit: int = 1000) -> int:
+        """How many memories a user has (up to `limit`), e.g. for a confirmation prompt."""
+        return len(await self.memories(user_id, limit=limit))
+
     async def remember(self, user_id: str, text: str, *, source_thread: str = "") -> list[Item]:
         """Store an explicitly given fact (`/remember`). Text that is not a recognisable
         statement is stored as said."""
