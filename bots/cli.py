@@ -8,8 +8,12 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from engine.bot import MemoryBot
+from engine.bot import CHECKPOINT_FILE, MemoryBot
+from engine.checkpoint import describe_dsn, is_postgres_url, sqlite_path
+from engine.scheduler import MemoryScheduler
 from engine.settings import Settings
 
 HOW_TO_CONFIGURE = """No Slack or Discord credentials are configured, so here is the console chat.
@@ -30,9 +34,15 @@ def describe(bot: MemoryBot) -> str:
         else f"embedded Qdrant in {settings.store_path}"
     )
     embedder = settings.resolved_embedding_provider()
+    url = settings.checkpoint_url
+    conversations = (
+        f"Postgres {describe_dsn(url)}"
+        if is_postgres_url(url)
+        else str(sqlite_path(url, settings.data_dir / CHECKPOINT_FILE))
+    )
     return (
         f"membot | model: {model} | memory: {store} ({embedder} embeddings) | "
-        f"conversations: {settings.checkpoint_path}"
+        f"conversations: {conversations}"
     )
 
 
@@ -42,12 +52,32 @@ def slack_configured(settings: Settings) -> bool:
     )
 
 
-async def _chat(settings: Settings, user: str, thread: str, banner_extra: str = "") -> None:
+@asynccontextmanager
+async def scheduled_jobs(bot: MemoryBot) -> AsyncIterator[MemoryScheduler | None]:
+    """The maintenance scheduler for the bot's lifetime (unless switched off)."""
+    if not bot.settings.scheduler_enabled:
+        yield None
+        return
+    scheduler = MemoryScheduler(bot, bot.locks)
+    scheduler.start()
+    try:
+        yield scheduler
+    finally:
+        await scheduler.aclose()
+
+
+async def _chat(
+    settings: Settings, user: str, thread: str, banner_extra: str = "", *, jobs: bool = False
+) -> None:
     from bots.console import run_console
 
     async with MemoryBot.open(settings) as bot:
         banner = describe(bot) + (f"\n{banner_extra}" if banner_extra else "")
-        await run_console(bot, user=user, thread=thread, banner=banner)
+        if jobs:
+            async with scheduled_jobs(bot):
+                await run_console(bot, user=user, thread=thread, banner=banner)
+        else:
+            await run_console(bot, user=user, thread=thread, banner=banner)
 
 
 def _stop_on_sigterm() -> None:
@@ -61,9 +91,9 @@ def _stop_on_sigterm() -> None:
 async def _run(settings: Settings) -> None:
     _stop_on_sigterm()
     if not slack_configured(settings) and not settings.discord_token:
-        await _chat(settings, user="me", thread="main", banner_extra=HOW_TO_CONFIGURE)
+        await _chat(settings, user="me", thread="main", banner_extra=HOW_TO_CONFIGURE, jobs=True)
         return
-    async with MemoryBot.open(settings) as bot:
+    async with MemoryBot.open(settings) as bot, scheduled_jobs(bot):
         print(describe(bot), file=sys.stderr)
         async with asyncio.TaskGroup() as platforms:
             if slack_configured(settings):

@@ -20,6 +20,7 @@ HELP = """Commands:
   /thread NAME   switch to (or start) conversation NAME
   /user NAME     talk as user NAME
   /memories      list what I remember about you
+  /why           how my memories of you came to be (added, updated, merged, ...)
   /forget        erase what I remember about you
   /history       show this conversation so far
   /help          this text
@@ -68,6 +69,7 @@ class ConsoleSession:
             "/thread": self._switch_thread,
             "/user": self._switch_user,
             "/memories": self._memories,
+            "/why": self._why,
             "/forget": self._forget,
             "/history": self._history,
             "/help": self._help,
@@ -104,6 +106,21 @@ class ConsoleSession:
         self.say(f"What I remember about {self.user}:")
         for number, item in enumerate(items, 1):
             self.say(f"  {number}. {item.value.get('text', item.value)}")
+
+    async def _why(self, _: str) -> None:
+        entries = await self.bot.memory_history(user_id(self.user))
+        if not entries:
+            self.say("No memory changes recorded for you.")
+        for entry in entries:
+            change = {
+                "added": f"added {entry['new']!r}",
+                "updated": f"changed {entry['old']!r} to {entry['new']!r}",
+                "deleted": f"deleted {entry['old']!r}",
+                "merged": f"merged {entry['old']!r}"
+                + (f" into {entry['new']!r}" if entry["new"] else ""),
+            }[entry["action"]]
+            source = f" in {entry['thread']}" if entry["thread"] else ""
+            self.say(f"  {entry['at'][:16]} {change} (by {entry['by']}{source})")
 
     async def _forget(self, _: str) -> None:
         erased = await self.bot.forget(user_id(self.user))

@@ -1,29 +1,37 @@
 """`MemoryBot`: the one object adapters talk to.
 
-It owns the store, the checkpointer, the chat model and the compiled workflow, and
-turns `(user_id, thread_id, text)` into a `Reply`. Adapters never touch LangGraph or
-the store directly, so Slack, Discord and the console behave the same.
+It owns the store, the checkpointer, the chat model, the compiled workflow and the
+background writer, and turns `(user_id, thread_id, text)` into a `Reply`. Adapters never
+touch LangGraph or the store directly, so Slack, Discord and the console behave the same.
+
+After each reply the turn's messages go to the debounced writer, which learns memories
+from them and compacts the thread when it outgrew its token budget. Before a turn, the
+user's pending work from *other* threads is flushed (read-your-writes across threads);
+their current thread needs no flush, its messages are in the prompt anyway.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import weakref
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, HumanMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.store.base import BaseStore, Item
 
+from engine.checkpoint import open_checkpointer
+from engine.conversation import ThreadState, over_budget, thread_state
 from engine.embeddings import make_embeddings
+from engine.locks import LocalLocks, Locks, open_locks
 from engine.memory.extract import extract_facts
+from engine.memory.manager import MemoryManager
 from engine.memory.namespace import memory_namespace
+from engine.memory.records import history_namespace, memory_history
+from engine.memory.writer import Batch, DebouncedWriter
 from engine.models import ChatModel, make_chat_model
 from engine.settings import Settings
 from engine.store.erase import adelete_namespace
@@ -33,6 +41,7 @@ from engine.workflow import build_chat_workflow
 
 logger = logging.getLogger(__name__)
 
+CHECKPOINT_FILE = "checkpoints.sqlite"  # in data_dir, unless MEMBOT_CHECKPOINT_URL says else
 PREVIOUS_CHANNEL = "__previous__"  # where `entrypoint.final(save=...)` is checkpointed
 
 
@@ -52,8 +61,13 @@ class MemoryBot:
         store: BaseStore,
         checkpointer: BaseCheckpointSaver,
         model: ChatModel,
+        locks: Locks | None = None,
     ) -> None:
         self.settings = settings
+        # One turn at a time per thread, or two turns would both read the same `previous`
+        # and the later save would drop the earlier message. Across processes in server
+        # mode (Postgres advisory locks), within one otherwise.
+        self.locks = locks or LocalLocks(settings.data_dir / "locks")
         self.store = store
         self.checkpointer = checkpointer
         self.model = model
@@ -64,12 +78,11 @@ class MemoryBot:
             top_k=settings.memory_top_k,
             history_messages=settings.history_messages,
             min_relevance=settings.memory_min_relevance,
+            token_budget=settings.context_token_budget,
+            learn_inline=False,  # the writer learns after the reply, debounced
         )
-        # One turn at a time per thread, or two turns would both read the same
-        # `previous` and the later save would drop the earlier message.
-        self._thread_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        self.memory = MemoryManager(store, model)
+        self.writer = DebouncedWriter(self._after_turns, debounce=settings.memory_debounce_seconds)
 
     @classmethod
     @asynccontextmanager
@@ -87,13 +100,23 @@ class MemoryBot:
         model = model or make_chat_model(settings)
         async with AsyncExitStack() as stack:
             store = await stack.enter_async_context(open_store(settings, embedder, dims))
-            settings.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
             checkpointer = await stack.enter_async_context(
-                AsyncSqliteSaver.from_conn_string(str(settings.checkpoint_path))
+                open_checkpointer(settings.checkpoint_url, settings.data_dir / CHECKPOINT_FILE)
+            )
+            locks = await stack.enter_async_context(
+                open_locks(settings.checkpoint_url, settings.data_dir / "locks")
             )
             if close := getattr(model, "aclose", None):
                 stack.push_async_callback(close)
-            yield cls(settings=settings, store=store, checkpointer=checkpointer, model=model)
+            bot = cls(
+                settings=settings,
+                store=store,
+                checkpointer=checkpointer,
+                model=model,
+                locks=locks,
+            )
+            stack.push_async_callback(bot.writer.aclose)  # runs before the store closes
+            yield bot
 
     # -- conversation ----------------------------------------------------------------
 
@@ -107,10 +130,14 @@ class MemoryBot:
                 f"That message is {len(text):,} characters long; I can read up to {limit:,}. "
                 "Please shorten it or split it into parts."
             )
+        await self.writer.flush(user_id, except_thread=thread_id)
         config: dict[str, Any] = {"configurable": {"thread_id": thread_id, "user_id": user_id}}
-        lock = self._thread_locks.setdefault(thread_id, asyncio.Lock())
-        async with lock:
+        async with self._turn(thread_id):
             message = await self.workflow.ainvoke({"text": text}, config)
+        said: list[BaseMessage] = [HumanMessage(text)]
+        if not message.response_metadata.get("error"):
+            said.append(message)
+        self.writer.submit(thread_id, user_id, said)
         metadata = message.response_metadata
         return Reply(
             text=str(message.content),
@@ -119,14 +146,40 @@ class MemoryBot:
             error=bool(metadata.get("error", False)),
         )
 
+    def _turn(self, thread_id: str) -> AbstractAsyncContextManager[None]:
+        return self.locks.thread_turn(thread_id)
+
+    async def _after_turns(self, batch: Batch) -> None:
+        """The writer's work for one thread: learn, then keep the checkpoint bounded."""
+        for user_id in batch.user_ids:
+            await self.memory.learn(user_id, batch.thread_id, batch.messages[user_id])
+        await self.compact(batch.thread_id)
+
+    async def compact(self, thread_id: str) -> bool:
+        """Fold a thread's older messages into its summary if it is over budget."""
+        if not over_budget(await self.thread(thread_id), self.settings.context_token_budget):
+            return False
+        config = {"configurable": {"thread_id": thread_id, "user_id": ""}}
+        async with self._turn(thread_id):
+            await self.workflow.ainvoke({"compact": True}, config)
+        return True
+
+    async def flush_memories(self) -> None:
+        """Finish all pending after-turn work now (tests, tools, shutdown)."""
+        await self.writer.flush()
+
     def _notice(self, text: str) -> Reply:
         return Reply(text=text, model=self.model.name, offline=self.model.offline, error=True)
 
-    async def history(self, thread_id: str) -> list[BaseMessage]:
+    async def thread(self, thread_id: str) -> ThreadState:
+        """A thread's saved messages and running summary."""
         saved = await self.checkpointer.aget_tuple({"configurable": {"thread_id": thread_id}})
-        if saved is None:
-            return []
-        return list(saved.checkpoint["channel_values"].get(PREVIOUS_CHANNEL) or [])
+        values = saved.checkpoint["channel_values"] if saved is not None else {}
+        return thread_state(values.get(PREVIOUS_CHANNEL))
+
+    async def history(self, thread_id: str) -> list[BaseMessage]:
+        """A thread's saved messages (those not yet folded into its summary)."""
+        return (await self.thread(thread_id))["messages"]
 
     async def forget_thread(self, thread_id: str) -> None:
         await self.checkpointer.adelete_thread(thread_id)
@@ -134,7 +187,8 @@ class MemoryBot:
     # -- memories ----------------------------------------------------------------------
 
     async def memories(self, user_id: str, limit: int = 100) -> list[Item]:
-        """The user's memories, newest first."""
+        """The user's memories, newest first (after what they just said is learnt)."""
+        await self.writer.flush(user_id)
         return await self.store.asearch(memory_namespace(user_id), limit=limit)
 
     async def count_memories(self, user_id: str, limit: int = 1000) -> int:
@@ -147,14 +201,22 @@ class MemoryBot:
         text = clean_text(text or "").strip()
         if not text:
             return []
-        facts = extract_facts(f"remember: {text}")
+        changes = await self.memory.remember(user_id, source_thread, text)
         namespace = memory_namespace(user_id)
-        for fact in facts:
-            value = {"text": fact.text, "kind": fact.kind, "source_thread": source_thread}
-            await self.store.aput(namespace, fact.key, value)
-        stored = [await self.store.aget(namespace, fact.key) for fact in facts]
+        # Nothing changed when the fact was already stored verbatim: show that one.
+        keys = [c.key for c in changes] or [f.key for f in extract_facts(f"remember: {text}")]
+        stored = [await self.store.aget(namespace, key) for key in keys]
         return [item for item in stored if item is not None]
 
+    async def memory_history(self, user_id: str, memory_key: str | None = None) -> list[dict]:
+        """Why the bot believes what it does: the user's change log, oldest first."""
+        return await memory_history(self.store, user_id, memory_key)
+
     async def forget(self, user_id: str) -> int:
-        """Erase all of a user's memories; returns how many there were."""
-        return await adelete_namespace(self.store, memory_namespace(user_id))
+        """Erase all of a user's memories and their history; returns how many memories
+        there were. Pending extraction for the user is finished first, so nothing learnt
+        from an earlier message reappears after the erasure."""
+        await self.writer.flush(user_id)
+        erased = await adelete_namespace(self.store, memory_namespace(user_id))
+        await adelete_namespace(self.store, history_namespace(user_id))
+        return erased

@@ -9,6 +9,7 @@ it without leaking a key.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ __all__ = [
     "OfflineChat",
     "OpenAIChat",
     "Prompt",
+    "Tool",
+    "ToolCallingModel",
     "make_chat_model",
     "sdk_error",
     "to_second_person",
@@ -46,6 +49,20 @@ class Prompt:
     system: str  # full system prompt, recalled memories already rendered in it
     memories: list[str]  # the recalled memory texts, best match first (used by the offline model)
     messages: list[BaseMessage]  # recent conversation; the last is the user's HumanMessage
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model must call: how we get structured output from either vendor.
+
+    `schema` is the JSON schema of the arguments object (e.g. a pydantic model's
+    `model_json_schema()`). The caller validates what comes back; a model may still send
+    arguments that do not fit.
+    """
+
+    name: str
+    description: str
+    schema: dict[str, Any]
 
 
 class ModelError(Exception):
@@ -77,6 +94,20 @@ class ChatModel(Protocol):
     offline: bool
 
     async def ainvoke(self, prompt: Prompt) -> AIMessage: ...
+
+
+@runtime_checkable
+class ToolCallingModel(ChatModel, Protocol):
+    """A chat model that can be forced to answer with one tool call (structured output)."""
+
+    async def acall_tool(self, prompt: Prompt, tool: Tool) -> dict[str, Any]:
+        """The arguments the model passed to `tool`; `ModelError` if it failed or did not
+        call it with a JSON object."""
+        ...
+
+
+def _bad_tool_call(name: str, provider: str, why: str) -> ModelError:
+    return ModelError(f"{name}: {why}", provider=provider, error_type="invalid_response")
 
 
 # -- errors --------------------------------------------------------------------------------
@@ -141,7 +172,7 @@ def _missing_key(provider: str, variable: str) -> ModelError:
 # -- messages ------------------------------------------------------------------------------
 
 
-def _text(message: BaseMessage) -> str:
+def message_text(message: BaseMessage) -> str:
     """Plain text of a message whose content is a string or a list of content blocks."""
     content = message.content
     if isinstance(content, str):
@@ -160,7 +191,7 @@ def _turns(messages: Sequence[BaseMessage]) -> list[tuple[Literal["user", "assis
     the system prompt travels separately."""
     turns: list[tuple[Literal["user", "assistant"], str]] = []
     for message in messages:
-        text = _text(message).strip()
+        text = message_text(message).strip()
         if not text:
             continue
         if isinstance(message, HumanMessage):
@@ -246,6 +277,30 @@ class AnthropicChat:
             usage_metadata={**usage, "total_tokens": sum(usage.values())},
         )
 
+    async def acall_tool(self, prompt: Prompt, tool: Tool) -> dict[str, Any]:
+        messages = _anthropic_messages(prompt.messages)
+        if not messages:
+            raise _no_user_message()
+        extra: dict[str, Any] = {"system": prompt.system} if prompt.system.strip() else {}
+        spec = {"name": tool.name, "description": tool.description, "input_schema": tool.schema}
+        try:
+            reply = await self._client.messages.create(
+                model=self._model,
+                max_tokens=self._max_tokens,
+                messages=messages,
+                tools=[spec],
+                tool_choice={"type": "tool", "name": tool.name},
+                **extra,
+            )
+        except self._sdk_errors as err:
+            raise sdk_error(self.name, err, timeout=self._timeout) from None
+        for block in reply.content:
+            if block.type == "tool_use" and block.name == tool.name:
+                if isinstance(block.input, dict):
+                    return block.input
+                raise _bad_tool_call(self.name, "anthropic", "tool input is not an object")
+        raise _bad_tool_call(self.name, "anthropic", f"the reply did not call {tool.name}")
+
     async def aclose(self) -> None:
         await self._client.close()
 
@@ -277,14 +332,42 @@ class OpenAIChat:
             max_retries=max_retries,
         )
 
-    async def ainvoke(self, prompt: Prompt) -> AIMessage:
+    def _messages(self, prompt: Prompt) -> list[dict[str, str]]:
         turns = _turns(prompt.messages)
         if not any(role == "user" for role, _ in turns):
             raise _no_user_message()
         messages: list[dict[str, str]] = []
         if prompt.system.strip():
             messages.append({"role": "system", "content": prompt.system})
-        messages += [{"role": role, "content": text} for role, text in turns]
+        return messages + [{"role": role, "content": text} for role, text in turns]
+
+    async def acall_tool(self, prompt: Prompt, tool: Tool) -> dict[str, Any]:
+        function = {"name": tool.name, "description": tool.description, "parameters": tool.schema}
+        try:
+            completion = await self._client.chat.completions.create(
+                model=self._model,
+                messages=self._messages(prompt),
+                max_completion_tokens=self._max_tokens,
+                tools=[{"type": "function", "function": function}],
+                tool_choice={"type": "function", "function": {"name": tool.name}},
+            )
+        except self._sdk_errors as err:
+            raise sdk_error(self.name, err, timeout=self._timeout) from None
+        for choice in completion.choices[:1]:
+            for call in choice.message.tool_calls or []:
+                if call.type == "function" and call.function.name == tool.name:
+                    try:
+                        arguments = json.loads(call.function.arguments)
+                    except ValueError:
+                        why = "arguments are not JSON"
+                        raise _bad_tool_call(self.name, "openai", why) from None
+                    if isinstance(arguments, dict):
+                        return arguments
+                    raise _bad_tool_call(self.name, "openai", "arguments are not an object")
+        raise _bad_tool_call(self.name, "openai", f"the reply did not call {tool.name}")
+
+    async def ainvoke(self, prompt: Prompt) -> AIMessage:
+        messages = self._messages(prompt)
         try:
             completion = await self._client.chat.completions.create(
                 model=self._model,
@@ -336,7 +419,7 @@ class OfflineChat:
 
     async def ainvoke(self, prompt: Prompt) -> AIMessage:
         user_text = next(
-            (_text(m) for m in reversed(prompt.messages) if isinstance(m, HumanMessage)), ""
+            (message_text(m) for m in reversed(prompt.messages) if isinstance(m, HumanMessage)), ""
         )
         return AIMessage(
             content=offline_reply(user_text, prompt.memories),

@@ -19,7 +19,11 @@ def _env(name: str, *vendor_names: str) -> AliasChoices:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="MEMBOT_", env_file=".env", extra="ignore", populate_by_name=True
+        env_prefix="MEMBOT_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        env_ignore_empty=True,  # `DISCORD_GUILD_ID=` in an env file means unset
     )
 
     data_dir: Path = Field(
@@ -38,7 +42,8 @@ class Settings(BaseSettings):
     # Conversation checkpoints.
     checkpoint_url: str | None = Field(
         default=None,
-        description="SQLite path or sqlite:/// URL; unset = data_dir/checkpoints.sqlite.",
+        description="postgresql://user:pass@host/db (several replicas), a SQLite path or "
+        "sqlite:/// URL; unset = data_dir/checkpoints.sqlite.",
     )
 
     # Chat model.
@@ -83,6 +88,51 @@ class Settings(BaseSettings):
     )
     history_messages: int = Field(
         default=40, ge=1, description="Most recent thread messages sent to the model."
+    )
+    context_token_budget: int = Field(
+        default=8000,
+        ge=500,
+        description="Model input budget per turn (system prompt, memories, summary, recent "
+        "messages); threads over it are compacted into a running summary.",
+    )
+    memory_debounce_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="Quiet time in a thread before its new messages are mined for memories "
+        "(a burst of messages is one extraction).",
+    )
+    memory_ttl_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Memories not read or written for this long expire; unset = kept forever.",
+    )
+
+    # Scheduled jobs: "off", "every <N>s|m|h|d", or a crontab line ("0 3 * * *").
+    job_ttl_sweep: str = Field(
+        default="every 1h", description="Delete expired memories (only with memory_ttl_days)."
+    )
+    job_consolidate: str = Field(
+        default="0 3 * * *", description="Merge near-duplicate memories of each user."
+    )
+    job_prune_checkpoints: str = Field(
+        default="0 4 * * *", description="Delete conversations idle beyond the retention."
+    )
+    consolidate_threshold: float = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="Similarity above which two memories are merge candidates (a language "
+        "model confirms each merge; without one, only pairs above 0.95 merge).",
+    )
+    checkpoint_retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Idle conversations older than this are deleted; unset = kept forever.",
+    )
+    scheduler_enabled: bool = Field(
+        default=True,
+        description="Run the scheduled jobs in this process. Jobs take a lock in the shared "
+        "database, so several replicas may all leave it on.",
     )
 
     # Platforms. Only plain values live here; the adapters in `bots/` interpret them.
@@ -158,9 +208,3 @@ class Settings(BaseSettings):
     def store_path(self) -> Path:
         return self.data_dir / "qdrant"
 
-    @property
-    def checkpoint_path(self) -> Path:
-        url = self.checkpoint_url
-        if not url:
-            return self.data_dir / "checkpoints.sqlite"
-        return Path(url.removeprefix("sqlite:///"))

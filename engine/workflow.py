@@ -1,9 +1,15 @@
 """The chat workflow: LangGraph's functional API, cross-thread persistence pattern.
 
-`previous` holds the thread's messages (checkpointed per `thread_id`); memories live
-in the store under `("memories", user_id)` and follow the user into every thread.
-Each turn: recall (semantic search in the user's namespace) -> answer (chat model with
-the memories as quoted data) -> remember (write explicitly stated facts).
+`previous` holds the thread's state (messages and a running summary, checkpointed per
+`thread_id`); memories live in the store under `("memories", user_id)` and follow the user
+into every thread. A turn is: recall (semantic search in the user's namespace) -> answer
+(chat model; system prompt with memories as quoted data and the summary, then the recent
+messages that fit the token budget). Learning new memories happens after the reply, in the
+background (`engine.memory.writer`), so the user never waits for it.
+
+The same entrypoint also compacts a thread (`{"compact": True}`): older messages are folded
+into the summary, so checkpoints stay bounded. Going through the entrypoint keeps the
+checkpoint the single source of truth, written by LangGraph alone.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from langgraph.graph import add_messages
 from langgraph.pregel import Pregel
 from langgraph.store.base import BaseStore
 
-from engine.memory.extract import extract_facts
+from engine.conversation import ThreadState, compact, recent_messages, text_tokens, thread_state
+from engine.memory.manager import MemoryManager
 from engine.memory.namespace import memory_namespace
 from engine.memory.prompt import system_prompt
 from engine.models import ChatModel, ModelError, Prompt
@@ -41,9 +48,17 @@ def build_chat_workflow(
     top_k: int = 5,
     history_messages: int = 40,
     min_relevance: float = 0.3,
+    token_budget: int = 8000,
+    learn_inline: bool = True,
 ) -> Pregel:
     """The compiled workflow. Invoke with `{"text": ...}` and a config carrying
-    `thread_id` and `user_id`; it returns the reply as an `AIMessage`."""
+    `thread_id` and `user_id`; it returns the reply as an `AIMessage`. `{"compact": True}`
+    compacts the thread instead and returns None.
+
+    With `learn_inline` (the guide's pattern, and what a bare LangGraph program wants) the
+    turn itself learns memories after answering; `MemoryBot` turns it off and learns in
+    the background instead, after the reply has been sent.
+    """
 
     @task
     async def recall(user_id: str, query: str) -> list[tuple[str, float | None]]:
@@ -66,31 +81,37 @@ def build_chat_workflow(
         return await model.ainvoke(prompt)
 
     @task
-    async def remember(user_id: str, thread_id: str, text: str) -> int:
-        facts = extract_facts(text)
-        store = get_store()
-        for fact in facts:
-            value = {"text": fact.text, "kind": fact.kind, "source_thread": thread_id}
-            await store.aput(memory_namespace(user_id), fact.key, value)
-        return len(facts)
+    async def learn(user_id: str, thread_id: str, said: list[BaseMessage]) -> int:
+        changes = await MemoryManager(get_store(), model).learn(user_id, thread_id, said)
+        return len(changes)
+
+    @task
+    async def summarise(state: ThreadState) -> ThreadState:
+        return await compact(state, token_budget, model)
 
     @entrypoint(checkpointer=checkpointer, store=store)
     async def chat(
-        turn: dict[str, Any], *, previous: list[BaseMessage] | None, config: RunnableConfig
-    ) -> entrypoint.final[AIMessage, list[BaseMessage]]:
+        turn: dict[str, Any], *, previous: Any, config: RunnableConfig
+    ) -> entrypoint.final[AIMessage | None, ThreadState]:
+        state = thread_state(previous)
+        if turn.get("compact"):
+            return entrypoint.final(value=None, save=await summarise(state))
         configurable = config["configurable"]
         user_id, thread_id = configurable["user_id"], configurable["thread_id"]
         text: str = turn["text"]
         user_message = HumanMessage(content=text, additional_kwargs={"user_id": user_id})
-        messages = add_messages(previous or [], [user_message])
+        messages = add_messages(state["messages"], [user_message])
 
         recalled = await recall(user_id, text)
+        system = system_prompt([text for text, _ in recalled], state["summary"])
         prompt = Prompt(
+            system=system,
             # A language model weighs every recalled memory itself; the offline model
             # answers from memories alone, so it only gets those that match the question.
-            system=system_prompt([text for text, _ in recalled]),
             memories=[t for t, score in recalled if score is None or score >= min_relevance],
-            messages=list(messages[-history_messages:]),
+            messages=recent_messages(
+                messages[-history_messages:], token_budget - text_tokens(system)
+            ),
         )
         try:
             reply = await answer(prompt)
@@ -104,10 +125,11 @@ def build_chat_workflow(
             saved = messages
         else:
             saved = add_messages(messages, [reply])
-        try:
-            await remember(user_id, thread_id, text)
-        except Exception:
-            logger.warning("memory write failed for thread %s", thread_id, exc_info=True)
-        return entrypoint.final(value=reply, save=saved)
+        if learn_inline:
+            try:
+                await learn(user_id, thread_id, [user_message])
+            except Exception:
+                logger.warning("memory write failed for thread %s", thread_id, exc_info=True)
+        return entrypoint.final(value=reply, save={"messages": saved, "summary": state["summary"]})
 
     return chat

@@ -34,3 +34,12 @@ def test_slack_ack_bench_small_run() -> None:
     stdout = run_bench("slack_ack_bench.py", "--events", "10")
     assert "| mode | ack latency (ms) | bare bolt app | membot Slack adapter |" in stdout
     assert stdout.count("all 10 answered") == 2  # both modes
+
+
+def test_memory_bench_small_run(tmp_path: Path) -> None:
+    out = tmp_path / "memory.json"
+    stdout = run_bench("memory_bench.py", "--turns", "3", "--users", "1", "--json", str(out))
+    assert "| background |" in stdout and "Cross-thread recall@5:" in stdout
+    report = json.loads(out.read_text())
+    assert report["recall"]["cases"] >= 5
+    assert set(report["latency_ms"]) == {"no learning", "background", "inline"}

@@ -80,6 +80,7 @@ def test_membot_chat_takes_user_and_thread(tmp_path: Path) -> None:
     child.expect(re.escape("alice@t1> "))
     say(child, "I like green tea", r"bot: \[offline\]")
     say(child, "/memories", "1. I like green tea.")
+    say(child, "/why", re.escape("added 'I like green tea.' (by rules in console:t1)"))
     say(child, "/help", "/forget")
     child.sendline("/quit")
     child.expect(pexpect.EOF)

@@ -72,10 +72,17 @@ def test_memories_are_rendered_as_quoted_lines() -> None:
 async def test_explicit_remember_and_forget(tmp_path, local_embeddings) -> None:
     async with MemoryBot.open(Settings(data_dir=tmp_path), embeddings=local_embeddings) as bot:
         (item,) = await bot.remember("u.1", "I'm allergic to nuts", source_thread="t")
+        created, updated = item.value.pop("created_at"), item.value.pop("updated_at")
+        assert created == updated and created.startswith("20")
         assert item.value == {"text": "I'm allergic to nuts.", "kind": "fact", "source_thread": "t"}
+        [entry] = await bot.memory_history("u.1")
+        assert entry["action"] == "added" and entry["by"] == "user"
+        assert (entry["old"], entry["new"]) == (None, "I'm allergic to nuts.")
         await bot.remember("u.2", "my name is Ann")
         assert await bot.remember("u.1", "   ") == []
         assert [i.value["text"] for i in await bot.memories("u.1")] == ["I'm allergic to nuts."]
         assert await bot.forget("u.1") == 1
         assert await bot.memories("u.1") == []
+        assert await bot.memory_history("u.1") == []  # erased with the memories
+        assert len(await bot.memory_history("u.2")) == 1
         assert [i.value["text"] for i in await bot.memories("u.2")] == ["My name is Ann."]

@@ -46,7 +46,7 @@ async def test_seed_directly_through_the_workflow(tmp_path: Path, local_embeddin
 
         # `previous` is the thread's history: thread 1 holds its own two messages only.
         state = await saver.aget_tuple({"configurable": {"thread_id": "1"}})
-        saved = state.checkpoint["channel_values"]["__previous__"]
+        saved = state.checkpoint["channel_values"]["__previous__"]["messages"]
         assert [type(m) for m in saved] == [HumanMessage, AIMessage]
         assert saved[0].content == "Hi! Remember: my name is Bob"
 

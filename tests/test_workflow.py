@@ -39,7 +39,7 @@ async def bot(fake, tmp_path, local_embeddings) -> AsyncIterator[MemoryBot]:
 
 
 def sent(fake: FakeLLM) -> list[dict]:
-    return [r.body for r in fake.requests_to("/v1/messages")]
+    return fake.chat_requests()
 
 
 async def test_memories_reach_the_model_as_quoted_data_and_threads_stay_apart(bot, fake):

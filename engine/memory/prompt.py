@@ -27,8 +27,21 @@ def quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
 
 
-def system_prompt(memories: Sequence[str]) -> str:
-    if not memories:
-        return f"{BASE_PROMPT}\n\nYou have no stored facts about this user yet."
-    lines = "\n".join(f"- {quote(text)}" for text in memories)
-    return f"{BASE_PROMPT}\n\n{MEMORY_PREAMBLE}\n<memories>\n{lines}\n</memories>"
+SUMMARY_PREAMBLE = (
+    "Earlier messages of this conversation are summarised, as quoted data, between "
+    "<conversation_summary> tags."
+)
+
+
+def system_prompt(memories: Sequence[str], summary: str = "") -> str:
+    if memories:
+        lines = "\n".join(f"- {quote(text)}" for text in memories)
+        prompt = f"{BASE_PROMPT}\n\n{MEMORY_PREAMBLE}\n<memories>\n{lines}\n</memories>"
+    else:
+        prompt = f"{BASE_PROMPT}\n\nYou have no stored facts about this user yet."
+    if summary:
+        prompt += (
+            f"\n\n{SUMMARY_PREAMBLE}\n<conversation_summary>\n{quote(summary)}"
+            "\n</conversation_summary>"
+        )
+    return prompt

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from langchain_core.embeddings import Embeddings
-from langgraph.store.base import BaseStore
+from langgraph.store.base import BaseStore, TTLConfig
 from langgraph.store.qdrant import AsyncQdrantStore
 from langgraph.store.qdrant.base import QdrantIndexConfig
 
@@ -32,6 +32,10 @@ async def open_store(
     settings: Settings, embeddings: Embeddings, dims: int
 ) -> AsyncIterator[BaseStore]:
     index = index_config(embeddings, dims)
+    ttl: TTLConfig | None = None
+    if settings.memory_ttl_days is not None:
+        # Reading a memory (recall) counts as use and restarts its clock.
+        ttl = {"default_ttl": settings.memory_ttl_days * 24 * 60, "refresh_on_read": True}
     if settings.qdrant_url:
         api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
         async with AsyncQdrantStore.from_url(
@@ -39,10 +43,11 @@ async def open_store(
             api_key=api_key,
             collection_name=settings.qdrant_collection,
             index=index,
+            ttl=ttl,
         ) as server_store:
             await server_store.setup()
             yield server_store
         return
-    store = await asyncio.to_thread(EdgeStore.open, settings.store_path, index=index)
+    store = await asyncio.to_thread(EdgeStore.open, settings.store_path, index=index, ttl=ttl)
     async with store:
         yield store

@@ -13,8 +13,10 @@ anything else that blocks the test's loop) cannot deadlock it. Usage::
     async with FakeLLM() as fake:        # or `with FakeLLM() as fake:` in a sync test
         client = anthropic.AsyncAnthropic(api_key="k", base_url=fake.anthropic_url)
         fake.reply = lambda body: "hi"   # the text of every successful chat reply
+        fake.reply = lambda body: ToolUse("save", {"x": 1})  # or a tool call (structured output)
         fake.fail(529, times=3)          # the next three requests get a vendor-shaped error
         fake.delay = 2.0                 # each response is held back this long (timeouts)
+        fake.delay = lambda body: 0.5    # ... or per request
         fake.requests                    # everything received, in order (`Received`)
 """
 
@@ -56,6 +58,26 @@ class Received:
     body: Any
 
 
+@dataclass(frozen=True)
+class ToolUse:
+    """A scripted tool call. `arguments` as a str is sent verbatim, so a test can send
+    malformed JSON (OpenAI carries arguments as a JSON string; Anthropic as an object, so
+    for Anthropic a str that does not parse is sent as `{"_raw": str}`, i.e. a wrong shape)."""
+
+    name: str
+    arguments: dict[str, Any] | str
+
+
+def _tool_input(arguments: dict[str, Any] | str) -> dict[str, Any]:
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        return {"_raw": arguments}
+    return parsed if isinstance(parsed, dict) else {"_raw": arguments}
+
+
 def last_user_text(body: dict[str, Any]) -> str:
     """Text of the last user message of a chat request body, in either vendor's format."""
     for message in reversed(body.get("messages") or []):
@@ -87,9 +109,10 @@ def _tokens(obj: Any) -> int:
 class FakeLLM:
     """Both vendors on one 127.0.0.1 port; see the module docstring."""
 
-    def __init__(self, reply: Callable[[dict[str, Any]], str] = echo_reply) -> None:
+    def __init__(self, reply: Callable[[dict[str, Any]], str | ToolUse] = echo_reply) -> None:
         self.reply = reply
-        self.delay = 0.0
+        # Seconds each response is held back; or a function of the request body.
+        self.delay: float | Callable[[Any], float] = 0.0
         self.retry_after_ms = 1  # sent with errors so SDK retries don't back off for seconds
         self.default_embedding_dims = 1536  # used when a request sends no `dimensions`
         self.requests: list[Received] = []
@@ -123,6 +146,14 @@ class FakeLLM:
 
     def requests_to(self, path: str) -> list[Received]:
         return [r for r in self.requests if r.path == path]
+
+    def chat_requests(self, path: str = "/v1/messages") -> list[dict[str, Any]]:
+        """Bodies of plain chat requests (replies to users), not tool calls."""
+        return [r.body for r in self.requests_to(path) if not r.body.get("tools")]
+
+    def tool_requests(self, path: str = "/v1/messages") -> list[dict[str, Any]]:
+        """Bodies of requests that force a tool call (memory extraction, merges)."""
+        return [r.body for r in self.requests_to(path) if r.body.get("tools")]
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -183,9 +214,10 @@ class FakeLLM:
         headers = {k.lower(): v for k, v in request.headers.items()}
         self.requests.append(Received(request.path, headers, body))
         vendor = "anthropic" if request.path == "/v1/messages" else "openai"
-        if self.delay > 0 and self._stopping is not None:
+        delay = self.delay(body) if callable(self.delay) else self.delay
+        if delay > 0 and self._stopping is not None:
             with contextlib.suppress(TimeoutError):  # closing the fake cuts the delay short
-                await asyncio.wait_for(self._stopping.wait(), self.delay)
+                await asyncio.wait_for(self._stopping.wait(), delay)
         if self._failures:
             return self._error(vendor, *self._failures.popleft())
         routes = {
@@ -217,15 +249,28 @@ class FakeLLM:
     def _messages(self, body: dict[str, Any]) -> web.Response:
         if "max_tokens" not in body or not body.get("messages"):
             return self._error("anthropic", 400, None, "max_tokens and messages are required")
-        text = self.reply(body)
+        answer = self.reply(body)
+        if isinstance(answer, ToolUse):
+            text = json.dumps(_tool_input(answer.arguments))
+            content = [
+                {
+                    "type": "tool_use",
+                    "id": f"toolu_fake{next(self._ids)}",
+                    "name": answer.name,
+                    "input": _tool_input(answer.arguments),
+                }
+            ]
+        else:
+            text = answer
+            content = [{"type": "text", "text": text}]
         return web.json_response(
             {
                 "id": f"msg_fake{next(self._ids)}",
                 "type": "message",
                 "role": "assistant",
-                "content": [{"type": "text", "text": text}],
+                "content": content,
                 "model": body["model"],
-                "stop_reason": "end_turn",
+                "stop_reason": "tool_use" if isinstance(answer, ToolUse) else "end_turn",
                 "stop_sequence": None,
                 "usage": {
                     "input_tokens": _tokens([body.get("system"), body["messages"]]),
@@ -235,7 +280,18 @@ class FakeLLM:
         )
 
     def _chat(self, body: dict[str, Any]) -> web.Response:
-        text = self.reply(body)
+        answer = self.reply(body)
+        message: dict[str, Any] = {"role": "assistant", "content": answer, "refusal": None}
+        if isinstance(answer, ToolUse):
+            arguments = answer.arguments
+            text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+            call = {"name": answer.name, "arguments": text}
+            message["content"] = None
+            message["tool_calls"] = [
+                {"id": f"call_fake{next(self._ids)}", "type": "function", "function": call}
+            ]
+        else:
+            text = answer
         prompt, completion = _tokens(body.get("messages")), _tokens(text)
         return web.json_response(
             {
@@ -246,9 +302,9 @@ class FakeLLM:
                 "choices": [
                     {
                         "index": 0,
-                        "finish_reason": "stop",
+                        "finish_reason": "tool_calls" if isinstance(answer, ToolUse) else "stop",
                         "logprobs": None,
-                        "message": {"role": "assistant", "content": text, "refusal": None},
+                        "message": message,
                     }
                 ],
                 "usage": {

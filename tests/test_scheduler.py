@@ -1,0 +1,183 @@
+"""Scheduled jobs: parsing schedules, starting/stopping with the bot, each job run once
+with its effect checked, and the job lock giving one run across two schedulers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from bots.cli import scheduled_jobs
+from engine.bot import MemoryBot
+from engine.locks import LocalLocks, open_locks
+from engine.memory.consolidate import MERGE_TOOL
+from engine.memory.manager import MEMORY_TOOL
+from engine.scheduler import MemoryScheduler, parse_schedule
+from engine.settings import Settings
+from tests.fakes.llm import FakeLLM, ToolUse
+
+POSTGRES = os.environ.get("MEMBOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+BERLIN = ["I live in Berlin.", "I am based in Berlin.", "Berlin is where I live."]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeLLM]:
+    async with FakeLLM() as server:
+        yield server
+
+
+def settings_for(fake: FakeLLM, data_dir: Path, **extra: Any) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        llm_provider="anthropic",
+        anthropic_api_key="test-key",
+        anthropic_base_url=fake.anthropic_url,
+        memory_debounce_seconds=0,
+        **extra,
+    )
+
+
+def tool_payload(body: dict[str, Any]) -> Any:
+    return json.loads(body["messages"][0]["content"])
+
+
+def curator(body: dict[str, Any]) -> str | ToolUse:
+    """Adds each thing said as a memory (a model that misses paraphrases), and when asked
+    about duplicates, groups the three Berlin sentences and leaves the rest alone."""
+    if not body.get("tools"):
+        return "ok"
+    if body["tools"][0]["name"] == MEMORY_TOOL.name:
+        said = tool_payload(body)["new_messages"][0]["text"]
+        return ToolUse(MEMORY_TOOL.name, {"operations": [{"action": "ADD", "text": said}]})
+    listed = tool_payload(body)
+    same = [m["id"] for m in listed if "Berlin" in m["text"] and "work" not in m["text"]]
+    return ToolUse(
+        MERGE_TOOL.name,
+        {"duplicates": [{"ids": same, "merged_text": "I live in Berlin."}] if same else []},
+    )
+
+
+def test_schedules_parse() -> None:
+    assert parse_schedule("off") is None
+    assert isinstance(parse_schedule("every 30m"), IntervalTrigger)
+    assert parse_schedule("every 2h").interval.total_seconds() == 7200
+    assert isinstance(parse_schedule("0 3 * * *"), CronTrigger)
+    with pytest.raises(ValueError, match="bad job schedule"):
+        parse_schedule("at teatime")
+
+
+async def test_scheduler_starts_and_stops_with_the_bot(tmp_path, local_embeddings) -> None:
+    settings = Settings(data_dir=tmp_path, memory_ttl_days=1, job_consolidate="off")
+    async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
+        async with scheduled_jobs(bot) as scheduler:
+            assert scheduler is not None
+            assert set(scheduler.jobs()) == {"ttl_sweep"}  # prune: no retention set
+            assert scheduler._scheduler is not None and scheduler._scheduler.running
+            apscheduler = scheduler._scheduler
+        assert not apscheduler.running
+    off = Settings(data_dir=tmp_path, scheduler_enabled=False)
+    async with MemoryBot.open(off, embeddings=local_embeddings) as bot:
+        async with scheduled_jobs(bot) as scheduler:
+            assert scheduler is None
+
+
+async def test_ttl_sweep_deletes_expired_memories(tmp_path, local_embeddings) -> None:
+    settings = Settings(data_dir=tmp_path, memory_ttl_days=1 / 86400)  # one second
+    async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
+        await bot.remember("u1", "I like tea")
+        await asyncio.sleep(1.5)
+        await bot.remember("u2", "I like coffee")  # fresh: survives
+        scheduler = MemoryScheduler(bot, bot.locks)
+        assert await scheduler.run_once("ttl_sweep") >= 2  # the memory and its history entry
+        assert await bot.memories("u1") == []
+        assert [m.value["text"] for m in await bot.memories("u2")] == ["I like coffee."]
+
+
+async def test_consolidation_merges_paraphrases_into_one_memory(
+    fake, tmp_path, local_embeddings
+) -> None:
+    fake.reply = curator
+    async with MemoryBot.open(settings_for(fake, tmp_path), embeddings=local_embeddings) as bot:
+        for n, text in enumerate([*BERLIN, "I work in Berlin as a nurse."]):
+            await bot.chat(user_id="u1", thread_id=f"t{n}", text=text)
+        await bot.chat(user_id="u2", thread_id="other", text="I live in Berlin.")
+        await bot.flush_memories()
+        assert len(await bot.memories("u1")) == 4
+
+        merges = await MemoryScheduler(bot, bot.locks).run_once("consolidate")
+        assert len(merges) == 1
+        texts = sorted(m.value["text"] for m in await bot.memories("u1"))
+        assert texts == ["I live in Berlin.", "I work in Berlin as a nurse."]
+        assert len(await bot.memories("u2")) == 1  # another user's memory is not touched
+        history = await bot.memory_history("u1")
+        merged = [h for h in history if h["action"] == "merged"]
+        assert len(merged) == 3 and {h["by"] for h in merged} == {"consolidation"}
+        # Only the user's own similar memories were shown to the model.
+        shown = [
+            tool_payload(b)
+            for b in fake.tool_requests()
+            if b["tools"][0]["name"] == "report_duplicates"
+        ]
+        assert all(len(group) <= 4 for group in shown)
+
+
+async def test_offline_consolidation_merges_only_near_identical_memories(
+    tmp_path, local_embeddings
+) -> None:
+    async with MemoryBot.open(Settings(data_dir=tmp_path), embeddings=local_embeddings) as bot:
+        for text in ["I like green tea", "I love green tea", *BERLIN[:2]]:
+            await bot.remember("u1", text)
+        assert len(await bot.memories("u1")) == 4
+        await MemoryScheduler(bot, bot.locks).run_once("consolidate")
+        texts = sorted(m.value["text"] for m in await bot.memories("u1"))
+        # Paraphrases (0.87 similar) need a model's judgement; near-repeats (0.96) merge,
+        # keeping the newest wording.
+        assert texts == ["I am based in Berlin.", "I live in Berlin.", "I love green tea."]
+
+
+async def test_prune_deletes_idle_conversations_only(tmp_path, local_embeddings) -> None:
+    settings = Settings(data_dir=tmp_path, checkpoint_retention_days=1 / 86400)  # one second
+    async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
+        await bot.chat(user_id="u1", thread_id="old", text="hello")
+        await asyncio.sleep(1.5)
+        await bot.chat(user_id="u1", thread_id="new", text="hello again")
+        pruned = await MemoryScheduler(bot, bot.locks).run_once("prune_checkpoints")
+        assert pruned == ["old"]
+        assert await bot.history("old") == []
+        assert len(await bot.history("new")) == 2
+
+
+@pytest.mark.parametrize("backend", ["local", "postgres"])
+async def test_two_schedulers_run_a_job_once(fake, tmp_path, local_embeddings, backend) -> None:
+    fake.reply = curator
+    async with MemoryBot.open(settings_for(fake, tmp_path), embeddings=local_embeddings) as bot:
+        for n, text in enumerate(BERLIN):
+            await bot.chat(user_id="u1", thread_id=f"t{n}", text=text)
+        await bot.flush_memories()
+        fake.delay = lambda body: 0.5  # a slow merge verdict keeps the first run busy
+        if backend == "local":
+            first = MemoryScheduler(bot, LocalLocks(tmp_path / "locks"))
+            second = MemoryScheduler(bot, LocalLocks(tmp_path / "locks"))
+            results = await asyncio.gather(
+                first.run_once("consolidate"), second.run_once("consolidate")
+            )
+        else:
+            async with (
+                open_locks(POSTGRES, tmp_path) as locks_a,
+                open_locks(POSTGRES, tmp_path) as locks_b,
+            ):
+                results = await asyncio.gather(
+                    MemoryScheduler(bot, locks_a).run_once("consolidate"),
+                    MemoryScheduler(bot, locks_b).run_once("consolidate"),
+                )
+        ran = [r for r in results if r is not None]
+        assert len(ran) == 1 and len(ran[0]) == 1  # one run, which merged the three
+        assert len(fake.tool_requests()) == 3 + 1  # three extractions, one merge verdict
+        assert len(await bot.memories("u1")) == 1
