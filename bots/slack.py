@@ -30,7 +30,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.audit import AuditLog
 from bots.chunking import split_message
-from bots.dedupe import EventDeduper
 from bots.quiet import QuietPeriod
 from bots.replies import FILES_ONLY, TROUBLE
 from bots.slack_format import escape, to_mrkdwn
@@ -79,7 +78,6 @@ class SlackAdapter:
             signing_secret=secret.get_secret_value() if secret else "",
             process_before_response=False,  # ack first, think afterwards
         )
-        self.dedupe = EventDeduper()
         self.quiet = QuietPeriod()
         self.audit = AuditLog(settings.audit_log_path)
         self._admins = {a.strip() for a in settings.slack_admins.split(",") if a.strip()}
@@ -119,7 +117,11 @@ class SlackAdapter:
     async def _skip_duplicates(self, body: dict[str, Any], next: Any) -> BoltResponse | None:
         self.quiet.arrived()
         event_id = body.get("event_id")
-        if body.get("type") == "event_callback" and event_id and not self.dedupe.claim(event_id):
+        if (
+            body.get("type") == "event_callback"
+            and event_id
+            and not await self.bot.claims.claim(f"slack:{event_id}")
+        ):
             logger.info("slack: duplicate delivery of %s acknowledged and skipped", event_id)
             return BoltResponse(status=200, body="")
         return await next()

@@ -24,6 +24,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore, Item
 
 from engine.checkpoint import open_checkpointer
+from engine.claims import Claims, LocalClaims, open_claims
 from engine.conversation import ThreadState, over_budget, thread_state
 from engine.embeddings import make_embeddings
 from engine.locks import LocalLocks, Locks, open_locks
@@ -62,12 +63,16 @@ class MemoryBot:
         checkpointer: BaseCheckpointSaver,
         model: ChatModel,
         locks: Locks | None = None,
+        claims: Claims | None = None,
     ) -> None:
         self.settings = settings
         # One turn at a time per thread, or two turns would both read the same `previous`
         # and the later save would drop the earlier message. Across processes in server
         # mode (Postgres advisory locks), within one otherwise.
         self.locks = locks or LocalLocks(settings.data_dir / "locks")
+        # Platform event ids already taken (a re-delivered event is answered once); shared
+        # by all replicas in server mode.
+        self.claims = claims or LocalClaims()
         self.store = store
         self.checkpointer = checkpointer
         self.model = model
@@ -106,6 +111,7 @@ class MemoryBot:
             locks = await stack.enter_async_context(
                 open_locks(settings.checkpoint_url, settings.data_dir / "locks")
             )
+            claims = await stack.enter_async_context(open_claims(settings.checkpoint_url))
             if close := getattr(model, "aclose", None):
                 stack.push_async_callback(close)
             bot = cls(
@@ -114,6 +120,7 @@ class MemoryBot:
                 checkpointer=checkpointer,
                 model=model,
                 locks=locks,
+                claims=claims,
             )
             stack.push_async_callback(bot.writer.aclose)  # runs before the store closes
             yield bot
