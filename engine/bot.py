@@ -106,10 +106,18 @@ class MemoryBot:
         async with AsyncExitStack() as stack:
             store = await stack.enter_async_context(open_store(settings, embedder, dims))
             checkpointer = await stack.enter_async_context(
-                open_checkpointer(settings.checkpoint_url, settings.data_dir / CHECKPOINT_FILE)
+                open_checkpointer(
+                    settings.checkpoint_url,
+                    settings.data_dir / CHECKPOINT_FILE,
+                    pool_size=settings.postgres_checkpoint_connections,
+                )
             )
             locks = await stack.enter_async_context(
-                open_locks(settings.checkpoint_url, settings.data_dir / "locks")
+                open_locks(
+                    settings.checkpoint_url,
+                    settings.data_dir / "locks",
+                    pool_size=settings.postgres_lock_connections,
+                )
             )
             claims = await stack.enter_async_context(open_claims(settings.checkpoint_url))
             if close := getattr(model, "aclose", None):

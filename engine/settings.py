@@ -46,6 +46,16 @@ class Settings(BaseSettings):
         "sqlite:/// URL; unset = data_dir/checkpoints.sqlite.",
     )
 
+    postgres_checkpoint_connections: int = Field(
+        default=10, ge=1, description="Pool size for Postgres checkpoints (server mode)."
+    )
+    postgres_lock_connections: int = Field(
+        default=20,
+        ge=1,
+        description="Pool size for per-thread turn locks in Postgres: a turn holds one "
+        "connection while it runs, so this caps concurrent turns per process.",
+    )
+
     # Chat model.
     llm_provider: Literal["auto", "anthropic", "openai", "offline"] = Field(
         default="auto",
