@@ -1,9 +1,21 @@
-"""Shared fixtures. The local sentence model is loaded once per test session."""
+"""Shared fixtures. The local sentence model is loaded once per test session.
+
+Postgres comes from `MEMBOT_TEST_POSTGRES_URL` (default: the server `.ci/postgres`
+provides). Tests that need it never skip: without a server they fail and say how to get
+one. `pg_url` gives each test a schema of its own, so reruns never see old rows.
+"""
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import psycopg
 import pytest
 
+from engine.checkpoint import describe_dsn
 from engine.embeddings.local import LocalEmbeddings
 
 
@@ -12,3 +24,38 @@ def local_embeddings() -> tuple[LocalEmbeddings, int]:
     embeddings = LocalEmbeddings()
     embeddings.embed_query("warm up")  # load the weights now, not inside a timed path
     return embeddings, embeddings.dims
+
+
+POSTGRES_URL = os.environ.get(
+    "MEMBOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=5).close()
+    except psycopg.Error as err:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {describe_dsn(POSTGRES_URL)} ({err}). "
+            "Run .ci/postgres or set MEMBOT_TEST_POSTGRES_URL.",
+            pytrace=False,
+        )
+    return POSTGRES_URL
+
+
+@pytest.fixture
+async def pg_url(postgres_url: str) -> AsyncIterator[str]:
+    """A URL whose search_path is a fresh schema, dropped afterwards."""
+    schema = f"membot_test_{uuid.uuid4().hex[:12]}"
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+    parts = urlsplit(postgres_url)
+    query = "&".join(
+        q for q in (parts.query, urlencode({"options": f"-csearch_path={schema}"})) if q
+    )
+    try:
+        yield urlunsplit(parts._replace(query=query))
+    finally:
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+            await conn.execute(f"DROP SCHEMA {schema} CASCADE")

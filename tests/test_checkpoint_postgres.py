@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -23,42 +21,12 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.func import entrypoint
 from langgraph.pregel import Pregel
 
-from engine.checkpoint import describe_dsn, is_postgres_url, open_checkpointer, sqlite_path
+from engine.checkpoint import is_postgres_url, open_checkpointer, sqlite_path
 
 POSTGRES_URL = os.environ.get(
     "MEMBOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 PREVIOUS = "__previous__"
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> str:
-    try:
-        psycopg.connect(POSTGRES_URL, connect_timeout=5).close()
-    except psycopg.Error as err:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {describe_dsn(POSTGRES_URL)} ({err}). "
-            "Run .ci/postgres or set MEMBOT_TEST_POSTGRES_URL.",
-            pytrace=False,
-        )
-    return POSTGRES_URL
-
-
-@pytest.fixture
-async def pg_url(postgres_url: str) -> AsyncIterator[str]:
-    """A URL whose search_path is a fresh schema, dropped afterwards."""
-    schema = f"membot_test_{uuid.uuid4().hex[:12]}"
-    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
-        await conn.execute(f"CREATE SCHEMA {schema}")
-    parts = urlsplit(postgres_url)
-    query = "&".join(
-        q for q in (parts.query, urlencode({"options": f"-csearch_path={schema}"})) if q
-    )
-    try:
-        yield urlunsplit(parts._replace(query=query))
-    finally:
-        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
-            await conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def build_notebook(checkpointer: BaseCheckpointSaver) -> Pregel:

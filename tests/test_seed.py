@@ -51,6 +51,23 @@ async def test_seed_directly_through_the_workflow(tmp_path: Path, local_embeddin
         assert saved[0].content == "Hi! Remember: my name is Bob"
 
 
+async def test_seed_with_conversations_in_postgres(pg_url: str, tmp_path: Path, local_embeddings):
+    """The scale path's checkpointer: same scenario, conversations in a real Postgres."""
+    settings = Settings(data_dir=tmp_path, checkpoint_url=pg_url)
+    async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
+        assert type(bot.checkpointer).__name__ == "AsyncPostgresSaver"
+        await bot.chat(user_id="1", thread_id="1", text="Hi! Remember: my name is Bob")
+        reply = await bot.chat(user_id="1", thread_id="2", text="what is my name?")
+        assert "Bob" in reply.text and reply.offline
+        other = await bot.chat(user_id="2", thread_id="3", text="what is my name?")
+        assert "Bob" not in other.text
+    async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:  # a restart
+        history = await bot.history("1")
+        assert history[0].content == "Hi! Remember: my name is Bob"
+        assert "Bob" in (await bot.chat(user_id="1", thread_id="4", text="my name?")).text
+    assert not (tmp_path / "checkpoints.sqlite").exists()
+
+
 async def test_seed_through_memory_bot(tmp_path: Path, local_embeddings) -> None:
     async with MemoryBot.open(Settings(data_dir=tmp_path), embeddings=local_embeddings) as bot:
         await bot.chat(user_id="1", thread_id="1", text="Hi! Remember: my name is Bob")
