@@ -53,14 +53,36 @@ def intents_for(settings: Settings) -> discord.Intents:
     return intents
 
 
+def sharding(spec: str) -> tuple[bool, int | None, list[int] | None]:
+    """(sharded?, shard_count, shard_ids) from `MEMBOT_DISCORD_SHARDS`."""
+    if spec == "off":
+        return False, None, None
+    if spec == "auto":
+        return True, None, None
+    count, _, ids = spec.partition(":")
+    shard_ids = [int(i) for i in ids.split(",")] if ids else None
+    if shard_ids and not all(0 <= i < int(count) for i in shard_ids):
+        raise ValueError(f"MEMBOT_DISCORD_SHARDS={spec}: shard ids must be below {count}")
+    return True, int(count), shard_ids
+
+
+def make_client(settings: Settings, **options: Any) -> discord.Client:
+    """A plain `Client` (one gateway connection, up to ~2,500 guilds), or discord.py's
+    `AutoShardedClient`, which runs several shards over one event loop; with shard ids,
+    each replica runs its own share of the shards."""
+    sharded, count, ids = sharding(settings.discord_shards)
+    common: dict[str, Any] = {"intents": intents_for(settings), "allowed_mentions": NO_PINGS}
+    if not sharded:
+        return discord.Client(**common, **options)
+    return discord.AutoShardedClient(**common, shard_count=count, shard_ids=ids, **options)
+
+
 class DiscordAdapter:
     def __init__(self, bot: MemoryBot, settings: Settings, **client_options: Any) -> None:
         self.bot = bot
         self.settings = settings
         self.audit = AuditLog(settings.audit_log_path)
-        self.client = discord.Client(
-            intents=intents_for(settings), allowed_mentions=NO_PINGS, **client_options
-        )
+        self.client = make_client(settings, **client_options)
         self.tree = app_commands.CommandTree(self.client)
         self.client.setup_hook = self._sync_commands  # type: ignore[method-assign]
         self.client.event(self.on_message)

@@ -38,6 +38,15 @@ class Settings(BaseSettings):
     )
     qdrant_api_key: SecretStr | None = None
     qdrant_collection: str = "membot_memories"
+    qdrant_shards: int | None = Field(
+        default=None, ge=1, description="Shards of a new collection (server default if unset)."
+    )
+    qdrant_replication_factor: int | None = Field(
+        default=None, ge=1, description="Copies of each shard in a Qdrant cluster (new collection)."
+    )
+    qdrant_write_consistency_factor: int | None = Field(
+        default=None, ge=1, description="Replicas that must confirm a write (new collection)."
+    )
 
     # Conversation checkpoints.
     checkpoint_url: str | None = Field(
@@ -186,6 +195,13 @@ class Settings(BaseSettings):
     discord_gateway_url: str | None = Field(
         default=None, description="Discord gateway instead of wss://gateway.discord.gg/."
     )
+    discord_shards: str = Field(
+        default="off",
+        pattern=r"^(off|auto|\d+(:\d+(,\d+)*)?)$",
+        description="off: one gateway connection (discord.Client); auto: AutoShardedClient "
+        "with Discord's recommended shard count; N: N shards in this process; N:i,j: this "
+        "process runs shards i and j of N (spread shards over replicas).",
+    )
     discord_memory_scope: Literal["guild", "global"] = Field(
         default="guild",
         description="guild: a user's memories are per server (and DMs apart); global: one set.",
@@ -214,7 +230,15 @@ class Settings(BaseSettings):
             return self.embedding_provider
         return "openai" if self.openai_api_key else "local"
 
+    def qdrant_collection_options(self) -> dict[str, int]:
+        """Options for creating the server collection; the server's defaults for the rest."""
+        options = {
+            "shard_number": self.qdrant_shards,
+            "replication_factor": self.qdrant_replication_factor,
+            "write_consistency_factor": self.qdrant_write_consistency_factor,
+        }
+        return {name: value for name, value in options.items() if value is not None}
+
     @property
     def store_path(self) -> Path:
         return self.data_dir / "qdrant"
-

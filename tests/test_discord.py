@@ -11,9 +11,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import discord
 import pytest
 
-from bots.discord import FILES_ONLY, DiscordAdapter
+from bots.discord import FILES_ONLY, DiscordAdapter, sharding
 from engine.bot import MemoryBot
 from engine.settings import Settings
 from tests.fakes.discord import (
@@ -351,3 +352,26 @@ async def test_membot_run_serves_discord_when_configured(tmp_path: Path) -> None
             _, stderr = await process.communicate()
     assert b"Traceback" not in stderr, stderr.decode()
     assert process.returncode == 0
+
+
+@pytest.mark.parametrize(("shards", "identified"), [("auto", [0, 1]), ("2:1", [1, 2])])
+async def test_sharded_client_answers(tmp_path, local_embeddings, shards, identified) -> None:
+    """MEMBOT_DISCORD_SHARDS switches to discord.py's AutoShardedClient: "auto" asks
+    Discord (GET /gateway/bot) for the count; "N:i" runs shard i of N in this replica."""
+    async with running(tmp_path, local_embeddings, discord_shards=shards) as run:
+        assert isinstance(run.adapter.client, discord.AutoShardedClient)
+        assert run.fake.identify["shard"] == identified
+        asked_gateway = bool(run.fake.calls_to("GET", "/gateway/bot"))
+        assert asked_gateway == (shards == "auto")
+        me = f"<@{APPLICATION_ID}>"
+        reply = await run.say(MEMBER_ID, f"{me} Remember: my name is Bob", mentions_bot=True)
+        assert reply["content"].startswith("[offline]")
+
+
+def test_shard_settings_are_checked() -> None:
+    assert sharding("off") == (False, None, None)
+    assert sharding("4:0,2") == (True, 4, [0, 2])
+    with pytest.raises(ValueError, match="below 2"):
+        sharding("2:2")
+    with pytest.raises(ValueError):
+        Settings(discord_shards="many")

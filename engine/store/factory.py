@@ -45,7 +45,8 @@ async def open_store(
             index=index,
             ttl=ttl,
         ) as server_store:
-            await server_store.setup()
+            # Applied when the collection is created; an existing one keeps its layout.
+            await server_store.setup(**settings.qdrant_collection_options())
             yield server_store
         return
     store = await asyncio.to_thread(EdgeStore.open, settings.store_path, index=index, ttl=ttl)

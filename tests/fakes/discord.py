@@ -340,7 +340,8 @@ class FakeDiscord:
     async def _identified(self, d: JSON) -> None:
         self.identify, self._seq, self.session_id = d, 0, secrets.token_hex(16)
         ready = {"v": 10, "user": self._user(self.bot_user_id), "session_id": self.session_id}
-        ready |= {"resume_gateway_url": self.gateway_url, "shard": [0, 1], "private_channels": []}
+        ready |= {"resume_gateway_url": self.gateway_url, "private_channels": []}
+        ready["shard"] = d.get("shard", [0, 1])  # one connection serves whichever shard asks
         ready["guilds"] = [{"id": str(g.id), "unavailable": True} for g in self.guilds]
         ready["application"] = {"id": str(self.application_id), "flags": APP_FLAGS}
         await self._send(0, ready, "READY")
