@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from bots.logs import configure_logging
 from engine.bot import CHECKPOINT_FILE, MemoryBot
 from engine.checkpoint import describe_dsn, is_postgres_url, sqlite_path
 from engine.scheduler import MemoryScheduler
@@ -96,6 +96,12 @@ async def _run(settings: Settings) -> None:
     async with MemoryBot.open(settings) as bot, scheduled_jobs(bot):
         print(describe(bot), file=sys.stderr)
         async with asyncio.TaskGroup() as platforms:
+            # One HTTP server per process: in HTTP mode Slack's server has the ops routes.
+            slack_http = slack_configured(settings) and not settings.slack_app_token
+            if not slack_http:
+                from bots.ops import serve_ops
+
+                platforms.create_task(serve_ops(bot, settings.http_host, settings.http_port))
             if slack_configured(settings):
                 from bots.slack import SlackAdapter
 
@@ -113,13 +119,34 @@ def main(argv: list[str] | None = None) -> int:
     chat = commands.add_parser("chat", help="chat in the terminal")
     chat.add_argument("--user", default="me", help="who you are (memories are per user)")
     chat.add_argument("--thread", default="main", help="conversation name")
+    migrate = commands.add_parser(
+        "migrate",
+        help="copy this embedded install's memories to a Qdrant server (and its "
+        "conversations to Postgres); the local data is only read. Stop the bot first.",
+    )
+    migrate.add_argument("--to-qdrant", required=True, metavar="URL", help="Qdrant server URL")
+    migrate.add_argument(
+        "--qdrant-api-key", metavar="KEY", help="default: MEMBOT_QDRANT_API_KEY, if set"
+    )
+    migrate.add_argument("--to-postgres", metavar="DSN", help="postgresql://... for checkpoints")
     parser.add_argument("--log-level", default=os.environ.get("MEMBOT_LOG_LEVEL", "WARNING"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     settings = Settings()
+    configure_logging(args.log_level, settings.log_format)
     try:
         if args.command == "run":
             asyncio.run(_run(settings))
+        elif args.command == "migrate":
+            from engine.migrate import run_command
+
+            return asyncio.run(
+                run_command(
+                    settings,
+                    qdrant_url=args.to_qdrant,
+                    qdrant_api_key=args.qdrant_api_key,
+                    postgres_dsn=args.to_postgres,
+                )
+            )
         else:
             asyncio.run(_chat(settings, args.user, args.thread))
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -30,6 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.audit import AuditLog
 from bots.chunking import split_message
+from bots.ops import add_ops_routes
 from bots.quiet import QuietPeriod
 from bots.replies import FILES_ONLY, TROUBLE
 from bots.slack_format import escape, to_mrkdwn
@@ -310,8 +311,11 @@ class SlackAdapter:
 
     def web_app(self) -> web.Application:
         """HTTP mode: bolt's aiohttp app serving `/slack/events` (events, commands and
-        interactivity all post there)."""
-        return self.app.web_app(path="/slack/events", port=self.settings.http_port)
+        interactivity all post there), plus the ops routes (`/healthz`, `/readyz`,
+        `/metrics`), so the process runs one HTTP server."""
+        app = self.app.web_app(path="/slack/events", port=self.settings.http_port)
+        add_ops_routes(app, self.bot)
+        return app
 
     async def run(self) -> None:
         """Serve until cancelled: Socket Mode with an app token, else HTTP mode."""
@@ -334,7 +338,10 @@ class SlackAdapter:
         await runner.setup()
         site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)
         await site.start()
-        logger.info("slack: HTTP mode on port %d, path /slack/events", self.settings.http_port)
+        logger.info(
+            "slack: HTTP mode on port %d, path /slack/events (and /healthz, /readyz, /metrics)",
+            self.settings.http_port,
+        )
         try:
             await asyncio.Event().wait()
         finally:

@@ -23,6 +23,7 @@ from langchain_core.messages import BaseMessage, HumanMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore, Item
 
+from engine import metrics
 from engine.checkpoint import open_checkpointer
 from engine.claims import Claims, LocalClaims, open_claims
 from engine.conversation import ThreadState, over_budget, thread_state
@@ -52,6 +53,7 @@ class Reply:
     model: str
     offline: bool
     error: bool = False
+    refused: bool = False  # turned away unread (empty, too long); `error` is set too
 
 
 class MemoryBot:
@@ -135,6 +137,7 @@ class MemoryBot:
 
     # -- conversation ----------------------------------------------------------------
 
+    @metrics.measure_chat
     async def chat(self, *, user_id: str, thread_id: str, text: str) -> Reply:
         text = clean_text(text or "").strip()
         if not text:
@@ -184,7 +187,9 @@ class MemoryBot:
         await self.writer.flush()
 
     def _notice(self, text: str) -> Reply:
-        return Reply(text=text, model=self.model.name, offline=self.model.offline, error=True)
+        return Reply(
+            text=text, model=self.model.name, offline=self.model.offline, error=True, refused=True
+        )
 
     async def thread(self, thread_id: str) -> ThreadState:
         """A thread's saved messages and running summary."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
+from engine.metrics import measure_llm
 from engine.offline import offline_reply, to_second_person
 from engine.settings import Settings
 
@@ -231,6 +232,7 @@ class AnthropicChat:
     """
 
     offline = False
+    provider = "anthropic"
 
     def __init__(self, settings: Settings, *, max_retries: int = 2) -> None:
         if settings.anthropic_api_key is None:
@@ -249,6 +251,7 @@ class AnthropicChat:
             max_retries=max_retries,
         )
 
+    @measure_llm("chat")
     async def ainvoke(self, prompt: Prompt) -> AIMessage:
         messages = _anthropic_messages(prompt.messages)
         if not messages:
@@ -277,6 +280,7 @@ class AnthropicChat:
             usage_metadata={**usage, "total_tokens": sum(usage.values())},
         )
 
+    @measure_llm("tool")
     async def acall_tool(self, prompt: Prompt, tool: Tool) -> dict[str, Any]:
         messages = _anthropic_messages(prompt.messages)
         if not messages:
@@ -314,6 +318,7 @@ class OpenAIChat:
     """
 
     offline = False
+    provider = "openai"
 
     def __init__(self, settings: Settings, *, max_retries: int = 2) -> None:
         if settings.openai_api_key is None:
@@ -341,6 +346,7 @@ class OpenAIChat:
             messages.append({"role": "system", "content": prompt.system})
         return messages + [{"role": role, "content": text} for role, text in turns]
 
+    @measure_llm("tool")
     async def acall_tool(self, prompt: Prompt, tool: Tool) -> dict[str, Any]:
         function = {"name": tool.name, "description": tool.description, "parameters": tool.schema}
         try:
@@ -366,6 +372,7 @@ class OpenAIChat:
                     raise _bad_tool_call(self.name, "openai", "arguments are not an object")
         raise _bad_tool_call(self.name, "openai", f"the reply did not call {tool.name}")
 
+    @measure_llm("chat")
     async def ainvoke(self, prompt: Prompt) -> AIMessage:
         messages = self._messages(prompt)
         try:

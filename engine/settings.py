@@ -207,9 +207,18 @@ class Settings(BaseSettings):
         description="guild: a user's memories are per server (and DMs apart); global: one set.",
     )
     http_host: str = "0.0.0.0"
-    http_port: int = Field(default=3000, description="Slack HTTP-mode events endpoint port.")
+    http_port: int = Field(
+        default=3000,
+        description="The process's one HTTP server: Slack HTTP-mode events (/slack/events) "
+        "and the operations endpoints /healthz, /readyz and /metrics.",
+    )
     audit_log: Path | None = Field(
         default=None, description="Admin erasure audit trail; default data_dir/audit.log."
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: one readable line per record; json: one JSON object per line "
+        "(time, level, logger, message, exception) for log collectors.",
     )
 
     @property

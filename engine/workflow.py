@@ -26,6 +26,7 @@ from langgraph.graph import add_messages
 from langgraph.pregel import Pregel
 from langgraph.store.base import BaseStore
 
+from engine import metrics
 from engine.conversation import ThreadState, compact, recent_messages, text_tokens, thread_state
 from engine.memory.manager import MemoryManager
 from engine.memory.namespace import memory_namespace
@@ -65,7 +66,10 @@ def build_chat_workflow(
         if top_k == 0:
             return []
         try:
-            items = await get_store().asearch(memory_namespace(user_id), query=query, limit=top_k)
+            with metrics.STORE_SECONDS.labels("recall").time():
+                items = await get_store().asearch(
+                    memory_namespace(user_id), query=query, limit=top_k
+                )
         except Exception:
             # Answering without memories beats not answering; say nothing false.
             logger.warning("memory recall failed; answering without memories", exc_info=True)

@@ -23,6 +23,7 @@ from langchain_core.messages import HumanMessage
 from langgraph.store.base import BaseStore, Item
 from pydantic import BaseModel, Field, ValidationError
 
+from engine import metrics
 from engine.memory.manager import MAX_MEMORY_CHARS
 from engine.memory.namespace import MEMORIES
 from engine.memory.records import history_put, memory_value, put_op
@@ -223,4 +224,5 @@ async def _merge(
             )
         )
     await store.abatch(ops)
+    metrics.MEMORY_WRITES.labels("merged").inc(len(group))
     return Merge(namespace, kept.key, [o.key for o in others], text)

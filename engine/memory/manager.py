@@ -32,6 +32,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langgraph.store.base import BaseStore, Item
 from pydantic import BaseModel, Field, ValidationError
 
+from engine import metrics
 from engine.memory.extract import extract_facts
 from engine.memory.namespace import memory_namespace
 from engine.memory.records import (
@@ -224,7 +225,9 @@ class MemoryManager:
                 thread=thread_id,
                 reason=plan.reason,
             )
-            await self.store.abatch([put_op(self.store, namespace, plan.key, value), record])
+            with metrics.STORE_SECONDS.labels("write").time():
+                await self.store.abatch([put_op(self.store, namespace, plan.key, value), record])
+            metrics.MEMORY_WRITES.labels(plan.action).inc()
             changes.append(Change(plan.action, plan.key, old, plan.text if value else None))
         if changes:
             logger.info("memory: %d change(s) for a user by %s", len(changes), by)

@@ -1,0 +1,152 @@
+"""Prometheus metrics of the engine, on a registry of their own (`REGISTRY`).
+
+The registry is module-level rather than prometheus_client's global default, so tests and
+the `/metrics` endpoint (bots/ops.py) read exactly these series and nothing a library
+registered by importing itself.
+
+Labels carry only small, fixed vocabularies (outcome, provider, purpose, error type,
+action, store operation): never user or thread ids, nor any text, which would both leak
+what people said and give every user a series of their own.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Literal, ParamSpec, Protocol, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+Outcome = Literal["ok", "error", "refused"]
+Purpose = Literal["chat", "tool"]
+
+# Seconds; a turn is one model call plus recall (and the local embedder), a model call is
+# mostly network. Wide at the top: a slow provider with retries takes minutes.
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
+_STORE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+MESSAGES = Counter(
+    "membot_messages_total",
+    "Messages handled by MemoryBot.chat, by outcome: ok (answered), error (model or "
+    "engine failure; the user got an apology), refused (empty or over-long message).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+REPLY_SECONDS = Histogram(
+    "membot_reply_seconds",
+    "MemoryBot.chat end to end for answered turns (ok and error), including the wait for "
+    "the thread's turn lock, recall and the model.",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+LLM_SECONDS = Histogram(
+    "membot_llm_seconds",
+    "Chat model calls (including the SDK's retries), by provider and purpose: chat "
+    "(answers, summaries) or tool (memory extraction, consolidation).",
+    ["provider", "purpose"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+LLM_ERRORS = Counter(
+    "membot_llm_errors_total",
+    "Failed chat model calls (after the SDK's retries), by provider and error type.",
+    ["provider", "error_type"],
+    registry=REGISTRY,
+)
+MEMORY_WRITES = Counter(
+    "membot_memory_writes_total",
+    "Memories changed, by action (added, updated, deleted, merged); a merge counts every "
+    "memory it touched.",
+    ["action"],
+    registry=REGISTRY,
+)
+STORE_SECONDS = Histogram(
+    "membot_store_seconds",
+    "Long-term memory store calls, by operation (recall: the search before each answer; "
+    "write: one memory change with its history entry).",
+    ["op"],
+    buckets=_STORE_BUCKETS,
+    registry=REGISTRY,
+)
+
+_LABEL_VALUE = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+def label_value(value: object, default: str = "unknown") -> str:
+    """`value` if it is a short identifier (lower case, digits, `_`), else `default`: keeps
+    a label built from external data (a vendor's error type) small and free of text."""
+    text = str(value) if value is not None else ""
+    return text if _LABEL_VALUE.fullmatch(text) else default
+
+
+class _Reply(Protocol):
+    error: bool
+    refused: bool
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+ReplyT = TypeVar("ReplyT", bound=_Reply)
+
+
+def measure_chat(method: Callable[P, Awaitable[ReplyT]]) -> Callable[P, Awaitable[ReplyT]]:
+    """Decorator for `MemoryBot.chat`: counts every message by outcome (from the returned
+    `Reply`: refused, error or ok; an exception is an error) and times the answered ones.
+    A cancelled turn (shutdown) is not counted."""
+
+    @wraps(method)
+    async def measured(*args: P.args, **kwargs: P.kwargs) -> ReplyT:
+        started = time.perf_counter()
+        try:
+            reply = await method(*args, **kwargs)
+        except Exception:
+            _record_turn("error", started)
+            raise
+        if reply.refused:
+            MESSAGES.labels("refused").inc()
+        else:
+            _record_turn("error" if reply.error else "ok", started)
+        return reply
+
+    return measured
+
+
+def _record_turn(outcome: Outcome, started: float) -> None:
+    MESSAGES.labels(outcome).inc()
+    REPLY_SECONDS.observe(time.perf_counter() - started)
+
+
+def measure_llm(
+    purpose: Purpose,
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Decorator for a provider's model-calling method (its instance has `provider`): times
+    every call and counts failures by the exception's `error_type` (a `ModelError`'s), or
+    its class name. Cancellation is neither."""
+
+    def decorate(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        @wraps(method)
+        async def measured(*args: P.args, **kwargs: P.kwargs) -> R:
+            provider = label_value(getattr(args[0], "provider", None))
+            started = time.perf_counter()
+            try:
+                result = await method(*args, **kwargs)
+            except Exception as err:
+                LLM_SECONDS.labels(provider, purpose).observe(time.perf_counter() - started)
+                LLM_ERRORS.labels(provider, _error_type(err)).inc()
+                raise
+            LLM_SECONDS.labels(provider, purpose).observe(time.perf_counter() - started)
+            return result
+
+        return measured
+
+    return decorate
+
+
+def _error_type(err: Exception) -> str:
+    if hasattr(err, "error_type"):  # a ModelError: the vendor's type, "timeout", ...
+        return label_value(getattr(err, "error_type", None))
+    return label_value(type(err).__name__.lower(), default="other")
