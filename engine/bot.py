@@ -12,6 +12,8 @@ their current thread needs no flush, its messages are in the prompt anyway.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -31,7 +33,8 @@ from engine.embeddings import make_embeddings
 from engine.locks import LocalLocks, Locks, open_locks
 from engine.memory.extract import extract_facts
 from engine.memory.manager import MemoryManager
-from engine.memory.namespace import memory_namespace
+from engine.memory.namespace import memory_namespace, storable_id
+from engine.memory.outbox import Outbox, Pending, open_outbox
 from engine.memory.records import history_namespace, memory_history
 from engine.memory.writer import Batch, DebouncedWriter
 from engine.models import ChatModel, make_chat_model
@@ -44,7 +47,18 @@ from engine.workflow import build_chat_workflow
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoints.sqlite"  # in data_dir, unless MEMBOT_CHECKPOINT_URL says else
-PREVIOUS_CHANNEL = "__previous__"  # where `entrypoint.final(save=...)` is checkpointed
+PREVIOUS_CHANNEL = "__previous__"
+
+STORAGE_APOLOGY = (
+    "Sorry, I can't reach my conversation storage right now, so I couldn't read or save "
+    "this conversation and didn't answer. Please send your message again in a minute."
+)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task  # where `entrypoint.final(save=...)` is checkpointed
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,7 @@ class MemoryBot:
         model: ChatModel,
         locks: Locks | None = None,
         claims: Claims | None = None,
+        journal: Outbox | None = None,
     ) -> None:
         self.settings = settings
         # One turn at a time per thread, or two turns would both read the same `previous`
@@ -75,6 +90,8 @@ class MemoryBot:
         # Platform event ids already taken (a re-delivered event is answered once); shared
         # by all replicas in server mode.
         self.claims = claims or LocalClaims()
+        # Learning in progress or failed (store down, crash), retried until applied.
+        self.journal = journal
         self.store = store
         self.checkpointer = checkpointer
         self.model = model
@@ -87,6 +104,8 @@ class MemoryBot:
             min_relevance=settings.memory_min_relevance,
             token_budget=settings.context_token_budget,
             learn_inline=False,  # the writer learns after the reply, debounced
+            answer_timeout=settings.answer_timeout_seconds,
+            recall_timeout=settings.recall_timeout_seconds,
         )
         self.memory = MemoryManager(store, model)
         self.writer = DebouncedWriter(self._after_turns, debounce=settings.memory_debounce_seconds)
@@ -99,14 +118,17 @@ class MemoryBot:
         *,
         model: ChatModel | None = None,
         embeddings: tuple[Embeddings, int] | None = None,
+        store: BaseStore | None = None,
     ) -> AsyncIterator[MemoryBot]:
-        """Everything from settings; `model`/`embeddings` override them (tests, tools)."""
+        """Everything from settings; `model`/`embeddings`/`store` override them (tests,
+        tools)."""
         settings = settings or Settings()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         embedder, dims = embeddings or make_embeddings(settings)
         model = model or make_chat_model(settings)
         async with AsyncExitStack() as stack:
-            store = await stack.enter_async_context(open_store(settings, embedder, dims))
+            if store is None:
+                store = await stack.enter_async_context(open_store(settings, embedder, dims))
             checkpointer = await stack.enter_async_context(
                 open_checkpointer(
                     settings.checkpoint_url,
@@ -122,6 +144,9 @@ class MemoryBot:
                 )
             )
             claims = await stack.enter_async_context(open_claims(settings.checkpoint_url))
+            journal = await stack.enter_async_context(
+                open_outbox(settings.checkpoint_url, settings.data_dir)
+            )
             if close := getattr(model, "aclose", None):
                 stack.push_async_callback(close)
             bot = cls(
@@ -131,14 +156,18 @@ class MemoryBot:
                 model=model,
                 locks=locks,
                 claims=claims,
+                journal=journal,
             )
             stack.push_async_callback(bot.writer.aclose)  # runs before the store closes
+            retries = asyncio.create_task(bot._retry_journal_forever(), name="journal-retry")
+            stack.push_async_callback(_cancel, retries)
             yield bot
 
     # -- conversation ----------------------------------------------------------------
 
     @metrics.measure_chat
     async def chat(self, *, user_id: str, thread_id: str, text: str) -> Reply:
+        thread_id = storable_id(thread_id)
         text = clean_text(text or "").strip()
         if not text:
             return self._notice("I didn't get any text. Send me a message and I'll answer.")
@@ -150,8 +179,16 @@ class MemoryBot:
             )
         await self.writer.flush(user_id, except_thread=thread_id)
         config: dict[str, Any] = {"configurable": {"thread_id": thread_id, "user_id": user_id}}
-        async with self._turn(thread_id):
-            message = await self.workflow.ainvoke({"text": text}, config)
+        try:
+            async with self._turn(thread_id):
+                message = await self.workflow.ainvoke({"text": text}, config)
+        except Exception as err:
+            # The conversation store (or its lock) is unreachable: nothing was answered and
+            # nothing saved, so say so plainly instead of answering without the thread.
+            logger.error("turn failed for thread %s: %s", thread_id, type(err).__name__)
+            return Reply(
+                text=STORAGE_APOLOGY, model=self.model.name, offline=self.model.offline, error=True
+            )
         said: list[BaseMessage] = [HumanMessage(text)]
         if not message.response_metadata.get("error"):
             said.append(message)
@@ -168,10 +205,48 @@ class MemoryBot:
         return self.locks.thread_turn(thread_id)
 
     async def _after_turns(self, batch: Batch) -> None:
-        """The writer's work for one thread: learn, then keep the checkpoint bounded."""
+        """The writer's work for one thread: learn (journaled), then keep the checkpoint
+        bounded."""
         for user_id in batch.user_ids:
-            await self.memory.learn(user_id, batch.thread_id, batch.messages[user_id])
+            await self._learn(Pending(user_id, batch.thread_id, batch.messages[user_id]))
         await self.compact(batch.thread_id)
+
+    async def _learn(self, pending: Pending) -> None:
+        entry = None
+        if self.journal is not None:
+            try:
+                entry = await self.journal.add(pending)
+            except Exception:
+                logger.warning("memory journal unavailable; learning without it", exc_info=True)
+        try:
+            await self.memory.learn(pending.user_id, pending.thread_id, pending.messages)
+        except Exception as err:
+            kept = "kept in the journal for a retry" if entry is not None else "lost"
+            logger.warning("memory learning failed (%s); %s", type(err).__name__, kept)
+            return
+        if entry is not None and self.journal is not None:
+            await self.journal.remove(entry)
+
+    async def retry_journal(self, *, older_than: float | None = None) -> int:
+        """Learn from journaled batches whose first attempt failed or was cut short (store
+        outage, crash); returns how many were applied. Stops at the first failure."""
+        if self.journal is None:
+            return 0
+        grace = self.settings.memory_retry_seconds if older_than is None else older_than
+
+        async def relearn(pending: Pending) -> None:
+            await self.memory.learn(pending.user_id, pending.thread_id, pending.messages)
+
+        return await self.journal.drain(relearn, older_than=grace)
+
+    async def _retry_journal_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.memory_retry_seconds)
+            try:
+                if applied := await self.retry_journal():
+                    logger.info("memory journal: %d delayed batch(es) learnt", applied)
+            except Exception as err:
+                logger.info("memory journal: store still unavailable (%s)", type(err).__name__)
 
     async def compact(self, thread_id: str) -> bool:
         """Fold a thread's older messages into its summary if it is over budget."""
@@ -193,6 +268,7 @@ class MemoryBot:
 
     async def thread(self, thread_id: str) -> ThreadState:
         """A thread's saved messages and running summary."""
+        thread_id = storable_id(thread_id)
         saved = await self.checkpointer.aget_tuple({"configurable": {"thread_id": thread_id}})
         values = saved.checkpoint["channel_values"] if saved is not None else {}
         return thread_state(values.get(PREVIOUS_CHANNEL))
@@ -202,7 +278,7 @@ class MemoryBot:
         return (await self.thread(thread_id))["messages"]
 
     async def forget_thread(self, thread_id: str) -> None:
-        await self.checkpointer.adelete_thread(thread_id)
+        await self.checkpointer.adelete_thread(storable_id(thread_id))
 
     # -- memories ----------------------------------------------------------------------
 

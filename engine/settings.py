@@ -120,6 +120,21 @@ class Settings(BaseSettings):
         description="Quiet time in a thread before its new messages are mined for memories "
         "(a burst of messages is one extraction).",
     )
+    memory_retry_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often learning that failed (memory store down, crash) is retried "
+        "from the journal; entries younger than this are left to the process working on them.",
+    )
+    answer_timeout_seconds: float = Field(
+        default=90.0,
+        gt=0,
+        description="Deadline for the model's answer in a turn, retries included; past it "
+        "the user gets an apology and the message stays in the conversation.",
+    )
+    recall_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Past this, a turn answers without memories."
+    )
     memory_ttl_days: float | None = Field(
         default=None,
         gt=0,

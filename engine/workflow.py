@@ -14,6 +14,7 @@ checkpoint the single source of truth, written by LangGraph alone.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -51,6 +52,8 @@ def build_chat_workflow(
     min_relevance: float = 0.3,
     token_budget: int = 8000,
     learn_inline: bool = True,
+    answer_timeout: float = 90.0,
+    recall_timeout: float = 5.0,
 ) -> Pregel:
     """The compiled workflow. Invoke with `{"text": ...}` and a config carrying
     `thread_id` and `user_id`; it returns the reply as an `AIMessage`. `{"compact": True}`
@@ -67,9 +70,10 @@ def build_chat_workflow(
             return []
         try:
             with metrics.STORE_SECONDS.labels("recall").time():
-                items = await get_store().asearch(
-                    memory_namespace(user_id), query=query, limit=top_k
-                )
+                async with asyncio.timeout(recall_timeout):
+                    items = await get_store().asearch(
+                        memory_namespace(user_id), query=query, limit=top_k
+                    )
         except Exception:
             # Answering without memories beats not answering; say nothing false.
             logger.warning("memory recall failed; answering without memories", exc_info=True)
@@ -82,7 +86,16 @@ def build_chat_workflow(
 
     @task
     async def answer(prompt: Prompt) -> AIMessage:
-        return await model.ainvoke(prompt)
+        # The SDK bounds each attempt and its retries; this bounds the whole answer.
+        try:
+            async with asyncio.timeout(answer_timeout):
+                return await model.ainvoke(prompt)
+        except TimeoutError:
+            raise ModelError(
+                f"{model.name}: no answer within {answer_timeout:g}s",
+                provider=model.name.split(":", 1)[0],
+                error_type="deadline",
+            ) from None
 
     @task
     async def learn(user_id: str, thread_id: str, said: list[BaseMessage]) -> int:

@@ -1,0 +1,160 @@
+"""Reliability under concurrency and outages: per-thread ordering, a memory store that
+fails and comes back (the journal applies what was told meanwhile), a checkpointer
+outage, and a model that hangs past the turn's deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+
+from engine.bot import MemoryBot
+from engine.memory.manager import MEMORY_TOOL
+from engine.settings import Settings
+from engine.store import EdgeStore
+from engine.store.factory import index_config
+from tests.fakes.llm import FakeLLM, ToolUse, last_user_text
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeLLM]:
+    async with FakeLLM() as server:
+        yield server
+
+
+def settings_for(fake: FakeLLM, data_dir: Path, **extra: Any) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        llm_provider="anthropic",
+        anthropic_api_key="test-key",
+        anthropic_base_url=fake.anthropic_url,
+        **extra,
+    )
+
+
+async def test_fifty_concurrent_messages_are_kept_and_answered_in_arrival_order(
+    fake, tmp_path, local_embeddings
+) -> None:
+    fake.reply = lambda body: "" if body.get("tools") else f"re: {last_user_text(body)}"
+    fake.delay = lambda body: 0.01
+    settings = settings_for(fake, tmp_path, context_token_budget=100_000)
+    async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
+        answered: list[str] = []
+
+        async def send(n: int) -> None:
+            reply = await bot.chat(user_id="u1", thread_id="t", text=f"message {n}")
+            answered.append(reply.text)
+
+        await asyncio.gather(*(send(n) for n in range(50)))
+        history = await bot.history("t")
+        assert [m.content for m in history if isinstance(m, HumanMessage)] == [
+            f"message {n}" for n in range(50)
+        ]
+        assert [m.content for m in history if isinstance(m, AIMessage)] == [
+            f"re: message {n}" for n in range(50)
+        ]
+        assert answered == [f"re: message {n}" for n in range(50)]
+
+
+class FlakyStore(EdgeStore):
+    """The real embedded store with a switch that makes every operation fail like an
+    unreachable server (the issue's "embedded: an injected failure")."""
+
+    down = False
+
+    async def abatch(self, ops):
+        if self.down:
+            raise ConnectionRefusedError("memory store unreachable")
+        return await super().abatch(ops)
+
+
+@asynccontextmanager
+async def flaky_bot(fake: FakeLLM, tmp_path: Path, embeddings, **extra: Any):
+    embedder, dims = embeddings
+    store = FlakyStore.open(tmp_path / "qdrant", index=index_config(embedder, dims))
+    settings = settings_for(fake, tmp_path, memory_debounce_seconds=0, **extra)
+    with store:
+        async with MemoryBot.open(settings, embeddings=embeddings, store=store) as bot:
+            yield bot, store
+
+
+def remembering_model(body: dict[str, Any]) -> str | ToolUse:
+    if not body.get("tools"):
+        system = body.get("system", "")
+        return "You are Bob." if '"My name is Bob."' in system else "I don't know your name."
+    said = json.loads(body["messages"][0]["content"])["new_messages"][0]["text"]
+    if "name is Bob" in said:
+        return ToolUse(
+            MEMORY_TOOL.name, {"operations": [{"action": "ADD", "text": "My name is Bob."}]}
+        )
+    return ToolUse(MEMORY_TOOL.name, {"operations": []})
+
+
+async def test_a_memory_told_during_a_store_outage_arrives_after_recovery(
+    fake, tmp_path, local_embeddings
+) -> None:
+    fake.reply = remembering_model
+    async with flaky_bot(fake, tmp_path, local_embeddings) as (bot, store):
+        store.down = True
+        reply = await bot.chat(user_id="u1", thread_id="t1", text="Hi, my name is Bob")
+        assert not reply.error  # answered, without memories
+        await bot.flush_memories()
+        assert await bot.journal.size() == 1  # the learning failed and is kept
+
+        answer = await bot.chat(user_id="u1", thread_id="t2", text="What is my name?")
+        assert answer.text == "I don't know your name."  # nothing false, nothing invented
+        assert "no stored facts" in fake.chat_requests()[-1]["system"]
+
+        store.down = False
+        assert await bot.retry_journal(older_than=0) == 1
+        assert await bot.journal.size() == 0
+        assert [m.value["text"] for m in await bot.memories("u1")] == ["My name is Bob."]
+        assert (
+            await bot.chat(user_id="u1", thread_id="t3", text="my name?")
+        ).text == "You are Bob."
+
+
+async def test_the_journal_is_retried_in_the_background(fake, tmp_path, local_embeddings) -> None:
+    fake.reply = remembering_model
+    async with flaky_bot(fake, tmp_path, local_embeddings, memory_retry_seconds=0.2) as (
+        bot,
+        store,
+    ):
+        store.down = True
+        await bot.chat(user_id="u1", thread_id="t1", text="my name is Bob")
+        await bot.flush_memories()
+        store.down = False
+        for _ in range(100):
+            if await bot.journal.size() == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert [m.value["text"] for m in await bot.memories("u1")] == ["My name is Bob."]
+
+
+async def test_checkpointer_outage_gets_a_clear_apology(fake, tmp_path, local_embeddings) -> None:
+    fake.reply = lambda body: "ok"
+    async with MemoryBot.open(settings_for(fake, tmp_path), embeddings=local_embeddings) as bot:
+        await bot.checkpointer.conn.close()  # the SQLite connection is gone
+        reply = await bot.chat(user_id="u1", thread_id="t1", text="are you there?")
+        assert reply.error and "conversation storage" in reply.text
+        assert "send your message again" in reply.text
+        assert fake.chat_requests() == []  # nothing answered that could not be saved
+
+
+async def test_a_hanging_model_hits_the_turn_deadline(fake, tmp_path, local_embeddings) -> None:
+    fake.reply = lambda body: "too late"
+    fake.delay = lambda body: 0 if body.get("tools") else 5.0
+    settings = settings_for(fake, tmp_path, answer_timeout_seconds=0.5)
+    async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
+        started = asyncio.get_running_loop().time()
+        reply = await bot.chat(user_id="u1", thread_id="t1", text="hello?")
+        assert asyncio.get_running_loop().time() - started < 3
+        assert reply.error and "couldn't reach my language model" in reply.text
+        assert "deadline" in reply.text
+        assert [m.content for m in await bot.history("t1")] == ["hello?"]
