@@ -104,6 +104,9 @@ class DiscordAdapter:
             return  # other bots and ourselves: never answer, never loop
         if message.type not in USER_MESSAGES:
             return  # joins, pins, thread renames, ...
+        in_dm = isinstance(message.channel, discord.DMChannel)
+        if message.guild is None and not in_dm:
+            return  # a server discord.py has not cached: never mistake it for a DM
         guild_id = message.guild.id if message.guild else None
         if guild_id is not None and not await self._addressed(message, me):
             return
@@ -111,7 +114,10 @@ class DiscordAdapter:
             await self._answer(message, guild_id, me)
         except Exception:
             logger.exception("discord: answering in channel %s failed", message.channel.id)
-            await message.reply(TROUBLE, mention_author=False)
+            try:
+                await message.reply(TROUBLE, mention_author=False)
+            except discord.HTTPException as err:  # message deleted, no access: nobody to tell
+                logger.warning("discord: could not post the apology (HTTP %s)", err.status)
 
     async def _addressed(self, message: discord.Message, me: discord.ClientUser) -> bool:
         """In a server: a mention of us (not @everyone), or a thread we take part in. The
@@ -220,10 +226,13 @@ class DiscordAdapter:
             else:
                 logger.error("discord: command failed", exc_info=error)
                 text = TROUBLE
-            if interaction.response.is_done():
-                await interaction.followup.send(text, ephemeral=True)
-            else:
-                await interaction.response.send_message(text, ephemeral=True)
+            try:
+                if interaction.response.is_done():
+                    await interaction.followup.send(text, ephemeral=True)
+                else:
+                    await interaction.response.send_message(text, ephemeral=True)
+            except discord.HTTPException as err:  # the interaction expired: nobody to tell
+                logger.warning("discord: could not answer a failed command (HTTP %s)", err.status)
 
     def _caller(self, interaction: discord.Interaction) -> str:
         return user_key(self.settings, interaction.guild_id, interaction.user.id)

@@ -127,15 +127,26 @@ class SlackAdapter:
             return BoltResponse(status=200, body="")
         return await next()
 
-    async def _on_error(self, error: Exception, body: dict[str, Any]) -> None:
-        logger.error("slack: unhandled error for %s", body.get("type"), exc_info=error)
+    async def _on_error(self, error: Exception, body: Any) -> BoltResponse | None:
+        if _raised_in_bolt(error):
+            # bolt tripping over a body it cannot read (e.g. `"view": null` when it logs an
+            # unmatched request): not from Slack, nothing of ours ran. Refuse it quietly.
+            logger.info("slack: refused a malformed request (%s)", type(error).__name__)
+            return BoltResponse(status=400, body="malformed request")
+        kind = body.get("type") if isinstance(body, dict) else None
+        logger.error("slack: unhandled error for %s", kind, exc_info=error)
+        return None
 
     # -- messages --------------------------------------------------------------------
 
     async def _on_mention(self, event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
         team = _team(event, body)
-        channel, ts = event["channel"], event["ts"]
-        thread_ts = event.get("thread_ts") or ts
+        channel, ts, person = _str(event, "channel"), _str(event, "ts"), _str(event, "user")
+        if not (channel and ts and person) or event.get("bot_id"):
+            return  # malformed, or another bot mentioning us: never answer (no bot loops)
+        if person == context.bot_user_id:
+            return
+        thread_ts = _str(event, "thread_ts") or ts
         await self._answer(
             event,
             context,
@@ -145,18 +156,18 @@ class SlackAdapter:
         )
 
     async def _on_message(self, event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
-        person = event.get("user")
-        if event.get("subtype") not in USER_SUBTYPES or event.get("bot_id") or not person:
-            return  # edits, deletions, joins, other bots: never answer
-        if person == context.bot_user_id:
-            return  # ourselves: never loop
+        person, channel, subtype = _str(event, "user"), _str(event, "channel"), event.get("subtype")
+        if not isinstance(subtype, str | None) or subtype not in USER_SUBTYPES:
+            return  # edits, deletions, joins, ...: never answer
+        if event.get("bot_id") or not person or not channel or person == context.bot_user_id:
+            return  # other bots, ourselves, malformed events: never answer, never loop
         team = _team(event, body)
-        channel, thread_ts = event["channel"], event.get("thread_ts")
+        thread_ts = _str(event, "thread_ts")
         if event.get("channel_type") == "im":
             thread_id = thread_key(team, channel, thread_ts)
             await self._answer(event, context, team=team, thread_id=thread_id, reply_in=thread_ts)
             return
-        if not thread_ts or f"<@{context.bot_user_id}" in event.get("text", ""):
+        if not thread_ts or f"<@{context.bot_user_id}" in _str(event, "text"):
             return  # not in a thread, or a mention: the app_mention listener answers it
         thread_id = thread_key(team, channel, thread_ts)
         if await self.bot.history(thread_id):  # a thread we already take part in
@@ -172,22 +183,26 @@ class SlackAdapter:
         reply_in: str | None,
     ) -> None:
         client: AsyncWebClient = context.client
-        channel = event["channel"]
-        text = _strip_mention(event.get("text") or "", context.bot_user_id)
-        if not text.strip() and event.get("files"):
-            await client.chat_postMessage(channel=channel, thread_ts=reply_in, text=FILES_ONLY)
-            return
-        await self.quiet.wait()  # acknowledge a burst before working on it
-        placeholder = await self._show_progress(client, event, reply_in)
+        channel, person = _str(event, "channel"), _str(event, "user")
+        text = _strip_mention(_str(event, "text"), context.bot_user_id)
+        placeholder: str | None = None
         try:
+            if not text.strip() and event.get("files"):
+                await client.chat_postMessage(channel=channel, thread_ts=reply_in, text=FILES_ONLY)
+                return
+            await self.quiet.wait()  # acknowledge a burst before working on it
+            placeholder = await self._show_progress(client, event, reply_in)
             reply = await self.bot.chat(
-                user_id=user_key(team, event["user"]), thread_id=thread_id, text=text
+                user_id=user_key(team, person), thread_id=thread_id, text=text
             )
             await self._deliver(client, channel, reply_in, placeholder, reply)
         except Exception:
             logger.exception("slack: answering in %s failed", thread_id)
             trouble = Reply(TROUBLE, "", False, error=True)
-            await self._deliver(client, channel, reply_in, placeholder, trouble)
+            try:
+                await self._deliver(client, channel, reply_in, placeholder, trouble)
+            except SlackApiError as err:  # e.g. not_in_channel: nobody to tell
+                logger.warning("slack: could not post the apology (%s)", err.response.get("error"))
 
     async def _show_progress(
         self, client: AsyncWebClient, event: dict[str, Any], reply_in: str | None
@@ -269,9 +284,14 @@ class SlackAdapter:
         self, ack: Any, body: dict[str, Any], respond: Any, client: AsyncWebClient
     ) -> None:
         await ack()
-        choice = json.loads(body["actions"][0]["value"])
-        team = (body.get("team") or {}).get("id") or body["user"].get("team_id")
-        clicker, target = body["user"]["id"], choice["target"]
+        choice = _button_choice(body)
+        user = body.get("user") if isinstance(body.get("user"), dict) else {}
+        team = _str(body.get("team") if isinstance(body.get("team"), dict) else {}, "id")
+        team, clicker = team or _str(user, "team_id"), _str(user, "id")
+        if choice is None or not clicker:
+            await respond(replace_original=True, text="This button is no longer valid.")
+            return
+        target = choice["target"]
         if choice["team"] != team or (
             clicker != target and not await self._is_admin(client, team, clicker)
         ):
@@ -314,6 +334,7 @@ class SlackAdapter:
         interactivity all post there), plus the ops routes (`/healthz`, `/readyz`,
         `/metrics`), so the process runs one HTTP server."""
         app = self.app.web_app(path="/slack/events", port=self.settings.http_port)
+        app.middlewares.append(_refuse_unparsable)
         add_ops_routes(app, self.bot)
         return app
 
@@ -355,6 +376,48 @@ async def _nothing() -> None:
 
 def _team(event: dict[str, Any], body: dict[str, Any]) -> str:
     return event.get("team") or body.get("team_id") or "unknown"
+
+
+def _raised_in_bolt(error: BaseException) -> bool:
+    """True when the innermost frame of `error` is slack_bolt's own code."""
+    tb = error.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return "/slack_bolt/" in tb.tb_frame.f_code.co_filename.replace("\\", "/")
+
+
+@web.middleware
+async def _refuse_unparsable(request: web.Request, handler: Any) -> web.StreamResponse:
+    """slack_bolt (1.30) parses a request body and builds its context before checking the
+    signature, without type checks: a body like `[]` or `{"event": 5}` raises inside bolt
+    and would be a 500 with a traceback. Such a request is not from Slack: answer 400."""
+    try:
+        return await handler(request)
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError) as err:
+        logger.info("slack: refused an unparsable request (%s)", type(err).__name__)
+        return web.Response(status=400, text="malformed request")
+
+
+def _str(mapping: Any, key: str) -> str:
+    """A string field of an event, or "" when it is missing or not a string."""
+    value = mapping.get(key) if isinstance(mapping, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def _button_choice(body: dict[str, Any]) -> dict[str, str] | None:
+    """The erase button's `{"team", "target"}`, or None if the value is not ours."""
+    actions = body.get("actions")
+    try:
+        choice = json.loads(actions[0]["value"])  # type: ignore[index]
+    except (TypeError, KeyError, IndexError, ValueError):
+        return None
+    if not isinstance(choice, dict) or not all(
+        isinstance(choice.get(k), str) for k in ("team", "target")
+    ):
+        return None
+    return choice
 
 
 def _strip_mention(text: str, bot_user_id: str | None) -> str:

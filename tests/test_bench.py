@@ -43,3 +43,13 @@ def test_memory_bench_small_run(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["recall"]["cases"] >= 5
     assert set(report["latency_ms"]) == {"no learning", "background", "inline"}
+
+
+def test_scale_bench_quick_run(tmp_path: Path) -> None:
+    out = tmp_path / "scale.json"
+    stdout = run_bench("scale_bench.py", "--quick", "--json", str(out))
+    assert "| lock conns / process | processes | msgs/s | vs 1 process |" in stdout
+    report = json.loads(out.read_text())
+    runs = {(r["processes"], r["lock_connections"]) for r in report["results"]}
+    assert {p for p, _ in runs} == {1, 2} and len(runs) == 4  # default and higher lock pool
+    assert all(r["conversations"] == 20 and r["failed"] == 0 for r in report["results"])

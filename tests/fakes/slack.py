@@ -437,6 +437,21 @@ class FakeSlack:
         form = "application/x-www-form-urlencoded"
         return await self._deliver(app_url, body, form, signing_secret, bad_signature, timestamp)
 
+    async def post_raw(
+        self,
+        app_url: str,
+        body: str,
+        content_type: str = "application/json",
+        *,
+        signing_secret: str | None = None,
+        bad_signature: bool = False,
+        timestamp: int | None = None,
+    ) -> Delivered:
+        """POST any body, signed like the others: for bodies Slack itself would never send."""
+        return await self._deliver(
+            app_url, body, content_type, signing_secret, bad_signature, timestamp
+        )
+
     async def _deliver(
         self,
         url: str,

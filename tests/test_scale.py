@@ -1,0 +1,255 @@
+"""The scale path end to end: two `membot run` processes serve one Slack app.
+
+Both processes run in Slack HTTP mode against one fake Slack and one fake Anthropic API
+(echo replies, so every answer names the message it answers), each with its own
+embedded memory store, and share a fresh Postgres database for checkpoints, per-thread
+turn locks and event claims. Fifty people write into one channel thread at once and
+every event reaches *both* processes, as a duplicate or a retry would. Then:
+
+- the thread's checkpoint holds all fifty messages, each followed by its own answer (no
+  turn overwrote another's save, whichever process ran it);
+- every event got exactly one answer (one placeholder edited into one reply), none twice,
+  none missing;
+- both processes stop cleanly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import psycopg
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+from bots.slack import THINKING, thread_key
+from engine.bot import PREVIOUS_CHANNEL
+from engine.checkpoint import describe_dsn
+from engine.conversation import thread_state
+from engine.memory.manager import MEMORY_TOOL
+from tests.fakes.llm import FakeLLM, ToolUse, echo_reply
+from tests.fakes.slack import FakeSlack, app_mention, message
+
+POSTGRES_URL = os.environ.get(
+    "MEMBOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+SECRET = "scale-signing-secret"
+PEOPLE = 50
+START_SECONDS = 60  # startup of `membot run` (about 3 s here)
+STOP_SECONDS = 30
+
+pytestmark = pytest.mark.timeout(150)  # a hang fails in bounded time; a pass takes ~20 s
+
+
+def model(body: dict[str, Any]) -> str | ToolUse:
+    """Chat: echo the user's message. Memory extraction: nothing worth keeping."""
+    if body.get("tools"):
+        return ToolUse(MEMORY_TOOL.name, {"operations": []})
+    return echo_reply(body)
+
+
+class RecordingSlack(FakeSlack):
+    """Also keeps the ts of every message posted, to match edits to placeholders."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.posted_ts: list[str] = []
+
+    def _post_message(self, args: dict[str, Any]) -> dict[str, Any]:
+        posted = super()._post_message(args)
+        self.posted_ts.append(posted["ts"])
+        return posted
+
+
+@pytest.fixture
+async def scale_db() -> AsyncIterator[str]:
+    """A URL of a fresh database (`membot_scale_<hex>`), dropped afterwards."""
+    name = f"membot_scale_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = await psycopg.AsyncConnection.connect(
+            POSTGRES_URL, autocommit=True, connect_timeout=5
+        )
+    except psycopg.Error as err:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {describe_dsn(POSTGRES_URL)} ({err}). "
+            "Run .ci/postgres or set MEMBOT_TEST_POSTGRES_URL.",
+            pytrace=False,
+        )
+    async with admin:
+        await admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{name}"))
+    finally:
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as admin:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Replica:
+    """One `membot run` process; its Slack token tells its Web API calls apart."""
+
+    token: str
+    url: str
+    process: asyncio.subprocess.Process
+    log: Path
+
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+async def start_replica(
+    name: str, tmp_path: Path, db_url: str, slack: FakeSlack, llm: FakeLLM
+) -> Replica:
+    port = free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MEMBOT_", "SLACK_", "ANTHROPIC_", "OPENAI_"))
+    }
+    env |= {
+        "MEMBOT_DATA_DIR": str(tmp_path / name),
+        "MEMBOT_CHECKPOINT_URL": db_url,
+        "MEMBOT_SCHEDULER_ENABLED": "false",
+        "MEMBOT_LLM_PROVIDER": "anthropic",
+        "ANTHROPIC_API_KEY": "test-key",
+        "ANTHROPIC_BASE_URL": llm.anthropic_url,
+        "MEMBOT_CONTEXT_TOKEN_BUDGET": "1000000",  # nothing is summarised away
+        "MEMBOT_SLACK_API_URL": slack.api_url,
+        "SLACK_BOT_TOKEN": f"xoxb-{name}",
+        "SLACK_SIGNING_SECRET": SECRET,
+        "MEMBOT_HTTP_HOST": "127.0.0.1",
+        "MEMBOT_HTTP_PORT": str(port),
+    }
+    log = tmp_path / f"{name}.stderr"
+    with log.open("wb") as stderr:  # a file, not a pipe nobody reads while it runs
+        process = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).with_name("membot")),
+            "run",
+            env=env,
+            cwd=tmp_path,  # no stray .env from the checkout
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    return Replica(f"xoxb-{name}", f"http://127.0.0.1:{port}/slack/events", process, log)
+
+
+async def until_serving(replica: Replica) -> None:
+    """Wait until the replica's HTTP endpoint answers (an unsigned GET gets 405)."""
+    async with aiohttp.ClientSession() as http, asyncio.timeout(START_SECONDS):
+        while True:
+            if replica.process.returncode is not None:
+                pytest.fail(f"membot run exited early:\n{replica.stderr()}", pytrace=False)
+            try:
+                async with http.get(replica.url):
+                    return
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.1)
+
+
+async def stop(replica: Replica) -> int:
+    if replica.process.returncode is None:
+        replica.process.send_signal(signal.SIGTERM)
+    try:
+        return await asyncio.wait_for(replica.process.wait(), STOP_SECONDS)
+    except TimeoutError:
+        replica.process.kill()
+        await replica.process.wait()
+        pytest.fail(f"no exit {STOP_SECONDS} s after SIGTERM:\n{replica.stderr()}", pytrace=False)
+
+
+async def to_both(
+    slack: FakeSlack, replicas: list[Replica], event: dict[str, Any], event_id: str, n: int
+) -> None:
+    """One event, delivered to every replica under one event id: the first copy plain,
+    the other marked as Slack's retry; which replica is sent to first alternates. Most
+    copies race each other; every fifth event is a late retry, sent only after the first
+    copy was acked (so that replica has claimed it: both replicas surely get work)."""
+    first, second = replicas if n % 2 == 0 else replicas[::-1]
+    copies = [
+        slack.post_event(first.url, event, event_id=event_id),
+        slack.post_event(second.url, event, event_id=event_id, retry_num=1),
+    ]
+    if n % 5 == 0:
+        delivered = [await copy for copy in copies]
+    else:
+        delivered = await asyncio.gather(*copies)
+    assert [d.status for d in delivered] == [200, 200], delivered
+
+
+async def test_two_replicas_answer_a_busy_thread_once_each(tmp_path: Path, scale_db: str) -> None:
+    async with RecordingSlack(signing_secret=SECRET) as slack, FakeLLM(model) as llm:
+        replicas = [await start_replica(n, tmp_path, scale_db, slack, llm) for n in "ab"]
+        try:
+            await asyncio.gather(*(until_serving(r) for r in replicas))
+
+            opening = app_mention("U00", "<@UBOT> ideas for the offsite please", channel="C1")
+            await to_both(slack, replicas, opening, "EvOPEN", 0)
+            await slack.wait_for("chat.update", timeout=30)
+            thread_ts = opening["ts"]
+
+            said = {f"Ev{n:04d}": f"idea {n} from U{n:02d}" for n in range(1, PEOPLE + 1)}
+            events = {
+                event_id: message(
+                    f"U{n:02d}", text, channel="C1", channel_type="channel", thread_ts=thread_ts
+                )
+                for n, (event_id, text) in enumerate(said.items(), 1)
+            }
+            await asyncio.gather(
+                *(to_both(slack, replicas, e, i, n) for n, (i, e) in enumerate(events.items()))
+            )
+            await slack.wait_for("chat.update", count=PEOPLE + 1, timeout=60)
+            await asyncio.sleep(1.0)  # a second answer to any event would show up by now
+        finally:
+            codes = await asyncio.gather(*(stop(r) for r in replicas))
+
+        # Every event: one placeholder in the thread, edited once into its own answer.
+        posts, updates = slack.calls_to("chat.postMessage"), slack.calls_to("chat.update")
+        in_thread = [(p.args["text"], p.args["thread_ts"]) for p in posts]
+        assert in_thread == [(THINKING, thread_ts)] * (PEOPLE + 1)
+        placeholders = Counter(u.args["ts"] for u in updates)
+        assert len(updates) == PEOPLE + 1 and set(placeholders.values()) == {1}
+        assert placeholders.keys() == set(slack.posted_ts)
+        answers = Counter(u.args["text"] for u in updates)
+        expected = ["echo: ideas for the offsite please", *(f"echo: {t}" for t in said.values())]
+        assert answers == Counter(expected)
+        # Both replicas answered some (the late retries guarantee it; races decide the rest).
+        by_replica = Counter(u.token for u in updates)
+        assert set(by_replica) == {r.token for r in replicas}, by_replica
+
+        # The checkpoint holds every message, each followed by its own answer.
+        async with AsyncPostgresSaver.from_conn_string(scale_db) as saver:
+            thread_id = thread_key("T1", "C1", thread_ts)
+            saved = await saver.aget_tuple({"configurable": {"thread_id": thread_id}})
+        assert saved is not None
+        messages = thread_state(saved.checkpoint["channel_values"][PREVIOUS_CHANNEL])["messages"]
+        assert len(messages) == 2 * (PEOPLE + 1)
+        questions, replies = messages[::2], messages[1::2]
+        assert all(isinstance(m, HumanMessage) for m in questions)
+        assert all(isinstance(m, AIMessage) for m in replies)
+        assert Counter(m.content for m in questions) == Counter(
+            ["ideas for the offsite please", *said.values()]
+        )
+        assert [r.content for r in replies] == [f"echo: {q.content}" for q in questions]
+
+    for replica, code in zip(replicas, codes, strict=True):
+        stderr = replica.stderr()
+        assert "Traceback" not in stderr and "ERROR" not in stderr, stderr
+        assert code == 0, stderr  # SIGTERM is a clean shutdown
