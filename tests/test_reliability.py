@@ -20,6 +20,7 @@ from engine.settings import Settings
 from engine.store import EdgeStore
 from engine.store.factory import index_config
 from tests.fakes.llm import FakeLLM, ToolUse, last_user_text
+from tests.fakes.qdrant import FakeQdrant
 
 
 @pytest.fixture
@@ -158,3 +159,31 @@ async def test_a_hanging_model_hits_the_turn_deadline(fake, tmp_path, local_embe
         assert reply.error and "couldn't reach my language model" in reply.text
         assert "deadline" in reply.text
         assert [m.content for m in await bot.history("t1")] == ["hello?"]
+
+
+async def test_server_store_gone_answers_without_memories_and_journals(
+    fake, tmp_path, local_embeddings
+) -> None:
+    """Server mode: the Qdrant server answers at startup, then its port closes
+    (connection refused). Turns still get answers, without memories and without claiming
+    any; what the user said waits in the journal."""
+    fake.reply = remembering_model
+    qdrant = FakeQdrant()
+    await asyncio.to_thread(qdrant.start)
+    settings = settings_for(
+        fake,
+        tmp_path,
+        qdrant_url=qdrant.url,
+        memory_debounce_seconds=0,
+        recall_timeout_seconds=2,
+    )
+    async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
+        await asyncio.sleep(0.3)  # let qdrant-client's own version check land
+        await asyncio.to_thread(qdrant.close)  # the server is gone: connection refused
+        reply = await bot.chat(user_id="u1", thread_id="t1", text="Hi, my name is Bob")
+        assert not reply.error
+        answer = await bot.chat(user_id="u1", thread_id="t2", text="What is my name?")
+        assert answer.text == "I don't know your name."
+        assert "no stored facts" in fake.chat_requests()[-1]["system"]
+        await bot.flush_memories()
+        assert await bot.journal.size() == 2  # both turns' learning waits for the store
