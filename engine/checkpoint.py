@@ -9,6 +9,7 @@ reach, so a `postgresql://` (or `postgres://`) URL selects LangGraph's
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -71,7 +72,12 @@ def describe_dsn(dsn: str) -> str:
 
 @asynccontextmanager
 async def open_pool(
-    dsn: str, *, max_size: int, name: str, connect_timeout: float = 10.0
+    dsn: str,
+    *,
+    max_size: int,
+    name: str,
+    connect_timeout: float = 10.0,
+    wait_timeout: float = 30.0,
 ) -> AsyncIterator[Pool]:
     """An open `AsyncConnectionPool` with the connection settings `AsyncPostgresSaver`
     documents and relies on: autocommit (its migrations run `CREATE INDEX CONCURRENTLY`,
@@ -85,8 +91,9 @@ async def open_pool(
         min_size=1,
         max_size=max_size,
         name=name,
+        timeout=wait_timeout,  # how long a caller may wait for a free connection
         open=False,
-        check=AsyncConnectionPool.check_connection,
+        check=_check_connection,
         kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
     )
     try:
@@ -132,6 +139,25 @@ async def open_checkpointer(
         path.parent.mkdir(parents=True, exist_ok=True)
     async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
         yield saver
+
+
+async def _check_connection(conn: AsyncConnection[DictRow]) -> None:
+    """The pool's health check. psycopg_pool's own `check_connection` runs an empty query,
+    which with `prepare_threshold=0` is prepared anew on every checkout and never freed:
+    the server backend grew ~3 KB per checkout. This one is never prepared."""
+    await conn.execute("SELECT 1", prepare=False)
+
+
+async def create_table_once(pool: Pool, ddl: str, *, name: str) -> None:
+    """Run a `CREATE TABLE IF NOT EXISTS` that replicas starting together may all run:
+    Postgres does not make it safe under concurrency (`UniqueViolation` on pg_type), so it
+    runs under a transaction-level advisory lock keyed by the table name."""
+    key = int.from_bytes(
+        hashlib.blake2b(f"ddl:{name}".encode(), digest_size=8).digest(), "big", signed=True
+    )
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+        await conn.execute(ddl)
 
 
 async def _setup_once(dsn: str, saver: AsyncPostgresSaver, connect_timeout: float = 10.0) -> None:

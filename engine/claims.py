@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol
 
-from engine.checkpoint import Pool, is_postgres_url, open_pool
+from engine.checkpoint import Pool, create_table_once, is_postgres_url, open_pool
 
 TTL_SECONDS = 3600.0
 CLEANUP_EVERY = 1000  # claims between deletions of expired rows
@@ -59,12 +59,13 @@ class PostgresClaims:
         self._claims = 0
 
     async def setup(self) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {self.TABLE} ("
-                " key text PRIMARY KEY,"
-                " claimed_at timestamptz NOT NULL DEFAULT now())"
-            )
+        await create_table_once(
+            self.pool,
+            f"CREATE TABLE IF NOT EXISTS {self.TABLE} ("
+            " key text PRIMARY KEY,"
+            " claimed_at timestamptz NOT NULL DEFAULT now())",
+            name=self.TABLE,
+        )
 
     async def claim(self, key: str) -> bool:
         async with self.pool.connection() as conn:

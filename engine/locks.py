@@ -194,7 +194,11 @@ async def open_locks(
     hold their connection for a whole model call, which must not starve the
     checkpointer), else `LocalLocks` in `lock_dir`."""
     if is_postgres_url(checkpoint_url):
-        async with open_pool(checkpoint_url, max_size=pool_size, name="membot-locks") as pool:
+        # A turn waits here while other turns hold every connection: a burst of long
+        # turns queues for minutes rather than failing after psycopg_pool's default 30 s.
+        async with open_pool(
+            checkpoint_url, max_size=pool_size, name="membot-locks", wait_timeout=600.0
+        ) as pool:
             yield PostgresLocks(pool)
     else:
         yield LocalLocks(lock_dir)

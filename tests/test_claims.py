@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +46,32 @@ async def test_postgres_claims_hold_across_pools(spelling: str) -> None:
 async def test_without_postgres_claims_are_local() -> None:
     async with open_claims(None) as claims:
         assert isinstance(claims, LocalClaims)
+
+
+async def test_replicas_starting_together_on_an_empty_database(pg_url: str) -> None:
+    """`CREATE TABLE IF NOT EXISTS` races under concurrency (UniqueViolation on pg_type);
+    the claims and journal tables are created under an advisory lock instead."""
+    from contextlib import AsyncExitStack
+
+    from engine.memory.outbox import open_outbox
+
+    async with AsyncExitStack() as stack:
+
+        async def start() -> None:
+            await stack.enter_async_context(open_claims(pg_url))
+            await stack.enter_async_context(open_outbox(pg_url, Path("unused")))
+
+        await asyncio.gather(*(start() for _ in range(4)))
+
+
+async def test_pool_checks_do_not_leak_prepared_statements(pg_url: str) -> None:
+    from engine.checkpoint import open_pool
+
+    async with open_pool(pg_url, max_size=1, name="leak-test") as pool:
+        for _ in range(50):
+            async with pool.connection() as conn:
+                await conn.execute("SELECT 1", prepare=False)
+        async with pool.connection() as conn:
+            cur = await conn.execute("SELECT count(*) AS n FROM pg_prepared_statements")
+            row = await cur.fetchone()
+    assert row is not None and row["n"] < 5

@@ -27,7 +27,7 @@ from typing import Protocol
 import aiosqlite
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from engine.checkpoint import Pool, is_postgres_url, open_pool
+from engine.checkpoint import Pool, create_table_once, is_postgres_url, open_pool
 from engine.models import message_text
 
 
@@ -128,12 +128,13 @@ class PostgresOutbox:
         self.pool = pool
 
     async def setup(self) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {self.TABLE} ("
-                " id bigserial PRIMARY KEY, entry text NOT NULL,"
-                " added_at timestamptz NOT NULL DEFAULT now())"
-            )
+        await create_table_once(
+            self.pool,
+            f"CREATE TABLE IF NOT EXISTS {self.TABLE} ("
+            " id bigserial PRIMARY KEY, entry text NOT NULL,"
+            " added_at timestamptz NOT NULL DEFAULT now())",
+            name=self.TABLE,
+        )
 
     async def add(self, pending: Pending) -> int:
         async with self.pool.connection() as conn:
