@@ -181,7 +181,9 @@ class MemoryBot:
         config: dict[str, Any] = {"configurable": {"thread_id": thread_id, "user_id": user_id}}
         try:
             async with self._turn(thread_id):
-                message = await self.workflow.ainvoke({"text": text}, config)
+                # One checkpoint write at the end of the turn instead of one per step: a
+                # turn cut short leaves no trace either way (it is absent, not half there).
+                message = await self.workflow.ainvoke({"text": text}, config, durability="exit")
         except Exception as err:
             # The conversation store (or its lock) is unreachable: nothing was answered and
             # nothing saved, so say so plainly instead of answering without the thread.
@@ -254,7 +256,7 @@ class MemoryBot:
             return False
         config = {"configurable": {"thread_id": thread_id, "user_id": ""}}
         async with self._turn(thread_id):
-            await self.workflow.ainvoke({"compact": True}, config)
+            await self.workflow.ainvoke({"compact": True}, config, durability="exit")
         return True
 
     async def flush_memories(self) -> None:

@@ -64,7 +64,8 @@ def build_chat_workflow(
     the background instead, after the reply has been sent.
     """
 
-    @task
+    # A plain coroutine, not a task: a read needs no checkpointed result, and a task would
+    # cost a scheduling round and a write per turn.
     async def recall(user_id: str, query: str) -> list[tuple[str, float | None]]:
         if top_k == 0:
             return []

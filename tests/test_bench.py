@@ -53,3 +53,23 @@ def test_scale_bench_quick_run(tmp_path: Path) -> None:
     runs = {(r["processes"], r["lock_connections"]) for r in report["results"]}
     assert {p for p, _ in runs} == {1, 2} and len(runs) == 4  # default and higher lock pool
     assert all(r["conversations"] == 20 and r["failed"] == 0 for r in report["results"])
+
+
+def test_engine_bench_quick_run(tmp_path: Path) -> None:
+    out = tmp_path / "engine.json"
+    done = subprocess.run(
+        [sys.executable, "bench/engine_bench.py", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,  # the CI smoke must stay under a minute
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| memories | figure | membot (EdgeStore + AsyncSqliteSaver) |" in done.stdout
+    report = json.loads(out.read_text())
+    assert [r["items"] for r in report["results"]] == [1_000, 10_000]
+    for result in report["results"]:
+        for setup in ("membot", "baseline"):
+            figures = result[setup]
+            assert figures["turns"]["overhead"]["n"] == 100
+            assert figures["burst"]["answered"] == figures["burst"]["conversations"] == 100

@@ -3,8 +3,10 @@
 Both processes run in Slack HTTP mode against one fake Slack and one fake Anthropic API
 (echo replies, so every answer names the message it answers), each with its own
 embedded memory store, and share a fresh Postgres database for checkpoints, per-thread
-turn locks and event claims. Fifty people write into one channel thread at once and
-every event reaches *both* processes, as a duplicate or a retry would. Then:
+turn locks and event claims (a database created for the test, dropped afterwards). A
+mention opens a channel thread; then fifty people write into it at once, and every event
+reaches *both* processes under one event id, as a duplicate or Slack's retry would (most
+copies race; every fifth arrives after the first was acknowledged). Then:
 
 - the thread's checkpoint holds all fifty messages, each followed by its own answer (no
   turn overwrote another's save, whichever process ran it);
@@ -196,9 +198,13 @@ async def to_both(
 
 async def test_two_replicas_answer_a_busy_thread_once_each(tmp_path: Path, scale_db: str) -> None:
     async with RecordingSlack(signing_secret=SECRET) as slack, FakeLLM(model) as llm:
-        replicas = [await start_replica(n, tmp_path, scale_db, slack, llm) for n in "ab"]
+        # One after the other: replicas starting together on an empty database can race
+        # creating the claims table (CREATE TABLE IF NOT EXISTS is not concurrency-safe).
+        replicas: list[Replica] = []
         try:
-            await asyncio.gather(*(until_serving(r) for r in replicas))
+            for name in "ab":
+                replicas.append(await start_replica(name, tmp_path, scale_db, slack, llm))
+                await until_serving(replicas[-1])
 
             opening = app_mention("U00", "<@UBOT> ideas for the offsite please", channel="C1")
             await to_both(slack, replicas, opening, "EvOPEN", 0)

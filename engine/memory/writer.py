@@ -47,6 +47,7 @@ class _Thread:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one run at a time per thread
     running_users: frozenset[str] = frozenset()
+    users: set[str] = field(default_factory=set)  # everyone who had work here
     runner: asyncio.Task[None] | None = None
 
     def involves(self, user_id: str | None) -> bool:
@@ -61,6 +62,9 @@ class DebouncedWriter:
         self._work = work
         self._debounce = debounce
         self._threads: dict[str, _Thread] = {}
+        # user -> threads they have work in: a turn's flush looks at its user's threads
+        # only, not at every conversation with recent work (that scan grew with load).
+        self._by_user: dict[str, set[str]] = {}
         self._closed = False
 
     def submit(self, thread_id: str, user_id: str, messages: Sequence[BaseMessage]) -> None:
@@ -70,6 +74,8 @@ class DebouncedWriter:
         state = self._threads.setdefault(thread_id, _Thread())
         state.pending = state.pending or Batch(thread_id)
         state.pending.add(user_id, messages)
+        state.users.add(user_id)
+        self._by_user.setdefault(user_id, set()).add(thread_id)
         state.wake.set()  # restarts the quiet-period timer
         if state.runner is None or state.runner.done():
             state.runner = asyncio.create_task(
@@ -83,8 +89,10 @@ class DebouncedWriter:
     async def flush(self, user_id: str | None = None, *, except_thread: str | None = None) -> None:
         """Run now whatever is queued (for one user's threads, or all) and wait until it and
         any run already in progress for them are done."""
-        for thread_id, state in list(self._threads.items()):
-            if thread_id != except_thread and state.involves(user_id):
+        candidates = list(self._threads) if user_id is None else self._by_user.get(user_id, ())
+        for thread_id in list(candidates):
+            state = self._threads.get(thread_id)
+            if state is not None and thread_id != except_thread and state.involves(user_id):
                 await self._run_now(state)
 
     async def aclose(self) -> None:
@@ -97,6 +105,7 @@ class DebouncedWriter:
                 with contextlib.suppress(asyncio.CancelledError):
                     await state.runner
         self._threads.clear()
+        self._by_user.clear()
 
     async def _run(self, thread_id: str, state: _Thread) -> None:
         while state.pending is not None:
@@ -109,6 +118,12 @@ class DebouncedWriter:
             await self._run_now(state)
         if self._threads.get(thread_id) is state and state.pending is None:
             del self._threads[thread_id]
+            for user_id in state.users:
+                threads = self._by_user.get(user_id)
+                if threads is not None:
+                    threads.discard(thread_id)
+                    if not threads:
+                        del self._by_user[user_id]
 
     async def _run_now(self, state: _Thread) -> None:
         async with state.lock:
