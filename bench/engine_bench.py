@@ -5,7 +5,7 @@ namespace `("memories", f"user-{i}")` each, 384-dim vectors), in two setups on i
 turns:
 
 - membot: the embedded defaults, `MemoryBot.open(settings, model=..., embeddings=...)`:
-  `EdgeStore` on disk and `AsyncSqliteSaver` on disk, both in a temp dir;
+  `EdgeStore` on disk and `SqliteSaver (1 thread)` on disk, both in a temp dir;
 - baseline (the seed setup): LangGraph's `InMemoryStore` (same embedder, same index
   config) + `InMemorySaver`, as `MemoryBot(settings=..., store=..., checkpointer=...)`.
 
@@ -599,26 +599,10 @@ async def ablations(
                 )
     finally:
         await memory_bot.writer.aclose()
-    conn = getattr(bot.checkpointer, "conn", None)
-    if conn is not None:
-        await conn.execute("PRAGMA synchronous=NORMAL")
-        try:
-            out.append(await ablation("SQLite synchronous=NORMAL", bot, emb, model, users, spec))
-        finally:
-            await conn.execute("PRAGMA synchronous=FULL")
-    workflow = bot.workflow
-    bot.workflow = Durability(workflow, "exit")  # type: ignore[assignment]
-    try:
-        out.append(await ablation("durability='exit'", bot, emb, model, users, spec))
-        if isinstance(bot.store, EdgeStore):
-            with inline_engine_calls(bot.store):
-                out.append(
-                    await ablation(
-                        "durability='exit' + Edge calls inline", bot, emb, model, users, spec
-                    )
-                )
-    finally:
-        bot.workflow = workflow
+    # durability="exit" is the default now (MemoryBot.chat), so it is no longer an ablation.
+    if isinstance(bot.store, EdgeStore):
+        with inline_engine_calls(bot.store):
+            out.append(await ablation("Edge calls inline", bot, emb, model, users, spec))
     return out
 
 
@@ -733,7 +717,7 @@ RULES: list[tuple[str, tuple[str, ...]]] = [
     ("fake LLM + embedder (subtracted)", ("FakeChat.", "SeededEmbeddings.", "Stopwatch.")),
     ("aiosqlite: queueing calls, results back", ("/aiosqlite/",)),
     ("checkpoint serialisation (serde, msgpack)", ("/langgraph/checkpoint/serde/", "ormsgpack")),
-    ("checkpointer Python (AsyncSqliteSaver, InMemorySaver)", ("/langgraph/checkpoint/",)),
+    ("checkpointer Python (SqliteSaver (1 thread), InMemorySaver)", ("/langgraph/checkpoint/",)),
     ("store: Qdrant Edge engine (Rust)", ("/engine/store/edge_client.py",)),
     ("store: request/response conversion", ("/engine/store/edge_models.py",)),
     ("store: qdrant-client models (pydantic)", ("/qdrant_client/",)),
@@ -914,7 +898,7 @@ class Pair:
 
 def table(pairs: Sequence[Pair]) -> str:
     lines = [
-        "| memories | figure | membot (EdgeStore + AsyncSqliteSaver) | "
+        "| memories | figure | membot (EdgeStore + SqliteSaver (1 thread)) | "
         "baseline (InMemoryStore + InMemorySaver) | membot / baseline | target |",
         "|---:|---|---:|---:|---:|---|",
     ]
@@ -1162,7 +1146,7 @@ def profile_lines(pairs: Sequence[Pair]) -> list[str]:
             continue
         out += [
             "",
-            f"### Where a turn's time goes, EdgeStore + AsyncSqliteSaver, {pair.items:,} memories",
+            f"### Where a turn's time goes, EdgeStore + SQLite saver, {pair.items:,} memories",
         ]
         if "pyspy_turns" in prof:
             out += pyspy_lines(prof["pyspy_turns"], "the turns")
@@ -1193,7 +1177,7 @@ def profile_lines(pairs: Sequence[Pair]) -> list[str]:
                 "",
                 "| setup | overhead p50 (ms) | p99 (ms) | mean (ms) | learning p50 (ms) |",
                 "|---|---:|---:|---:|---:|",
-                f"| default: EdgeStore + AsyncSqliteSaver | {ms(o['p50_ms'])} | "
+                f"| default: EdgeStore + SqliteSaver (1 thread) | {ms(o['p50_ms'])} | "
                 f"{ms(o['p99_ms'])} | {ms(o['mean_ms'])} | "
                 f"{ms(pair.edge['turns']['learn_overhead']['p50_ms'])} |",
             ]
@@ -1216,7 +1200,7 @@ def header(args: argparse.Namespace) -> list[str]:
         "`MemoryBot.chat` end to end minus the fake LLM's (0 ms sleep) and the seeded "
         "embedder's own time. Background learning (after the reply) is not in the turn: "
         "the bench flushes it after each turn and times it apart.",
-        "membot: `MemoryBot.open()` defaults, EdgeStore (no HNSW) and AsyncSqliteSaver on "
+        "membot: `MemoryBot.open()` defaults, EdgeStore (no HNSW) and SqliteSaver (1 thread) on "
         "disk in a temp dir. Baseline: InMemoryStore (same embedder and index) + "
         "InMemorySaver. Each setup and size runs in its own process.",
         "",

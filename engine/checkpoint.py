@@ -17,11 +17,12 @@ from typing import TypeAlias, TypeGuard, cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from engine.sqlite_saver import ThreadedSqliteSaver
 
 Pool: TypeAlias = AsyncConnectionPool[AsyncConnection[DictRow]]
 
@@ -118,7 +119,7 @@ async def open_checkpointer(
     - `postgresql://` / `postgres://`: `AsyncPostgresSaver` on a pool of up to
       `pool_size` connections; its tables are created or migrated on entry. An
       unreachable server raises `ConnectionError` after `connect_timeout` seconds.
-    - `sqlite:///PATH`, a plain path, or None (= `default_path`): `AsyncSqliteSaver` on
+    - `sqlite:///PATH`, a plain path, or None (= `default_path`): `ThreadedSqliteSaver` on
       that file, its directory created if needed (it creates its tables itself).
     """
     if is_postgres_url(url):
@@ -137,7 +138,7 @@ async def open_checkpointer(
     path = sqlite_path(url, default_path)
     if str(path) != ":memory:":
         path.parent.mkdir(parents=True, exist_ok=True)
-    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
+    async with ThreadedSqliteSaver.open(str(path)) as saver:
         yield saver
 
 

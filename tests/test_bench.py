@@ -65,7 +65,7 @@ def test_engine_bench_quick_run(tmp_path: Path) -> None:
         timeout=60,  # the CI smoke must stay under a minute
     )
     assert done.returncode == 0, done.stderr
-    assert "| memories | figure | membot (EdgeStore + AsyncSqliteSaver) |" in done.stdout
+    assert "| memories | figure | membot (EdgeStore + SqliteSaver (1 thread)) |" in done.stdout
     report = json.loads(out.read_text())
     assert [r["items"] for r in report["results"]] == [1_000, 10_000]
     for result in report["results"]:

@@ -17,11 +17,11 @@ import psycopg
 import pytest
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.func import entrypoint
 from langgraph.pregel import Pregel
 
 from engine.checkpoint import is_postgres_url, open_checkpointer, sqlite_path
+from engine.sqlite_saver import ThreadedSqliteSaver
 
 POSTGRES_URL = os.environ.get(
     "MEMBOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -175,7 +175,7 @@ async def test_sqlite_variants_round_trip(
     }[form]
     thread = f"t-{uuid.uuid4()}"
     async with open_checkpointer(url, default) as saver:
-        assert isinstance(saver, AsyncSqliteSaver)
+        assert isinstance(saver, ThreadedSqliteSaver)
         notebook = build_notebook(saver)
         assert await notebook.ainvoke("one", config(thread)) == ["one"]
     assert expected.is_file()

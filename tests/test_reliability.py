@@ -141,7 +141,7 @@ async def test_the_journal_is_retried_in_the_background(fake, tmp_path, local_em
 async def test_checkpointer_outage_gets_a_clear_apology(fake, tmp_path, local_embeddings) -> None:
     fake.reply = lambda body: "ok"
     async with MemoryBot.open(settings_for(fake, tmp_path), embeddings=local_embeddings) as bot:
-        await bot.checkpointer.conn.close()  # the SQLite connection is gone
+        bot.checkpointer.conn.close()  # the SQLite connection is gone
         reply = await bot.chat(user_id="u1", thread_id="t1", text="are you there?")
         assert reply.error and "conversation storage" in reply.text
         assert "send your message again" in reply.text
