@@ -8,7 +8,6 @@ from `MEMBOT_TEST_POSTGRES_URL`; without a server these tests fail, never skip.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,7 +17,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from engine.checkpoint import describe_dsn
 from engine.locks import (
     LocalLocks,
     Locks,
@@ -28,27 +26,12 @@ from engine.locks import (
     open_locks,
     thread_key,
 )
+from tests.conftest import POSTGRES_URL
 
-POSTGRES_URL = os.environ.get(
-    "MEMBOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ["local", "postgres"]
 
 OpenLocks = Callable[[], Awaitable[Locks]]
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> str:
-    try:
-        psycopg.connect(POSTGRES_URL, connect_timeout=5).close()
-    except psycopg.Error as err:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {describe_dsn(POSTGRES_URL)} ({err}). "
-            "Run .ci/postgres or set MEMBOT_TEST_POSTGRES_URL.",
-            pytrace=False,
-        )
-    return POSTGRES_URL
 
 
 @pytest.fixture
