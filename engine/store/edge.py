@@ -6,7 +6,7 @@ async stores only execute them. `EdgeStore` is a third executor: qdrant-client c
 go to an `EdgeClient` over a local `EdgeShard`, embeddings go to the index config's
 embedder. So the payload layout, point IDs, filter semantics, TTL handling and
 pagination are exactly the server store's, and an embedded install can move to a
-Qdrant server by copying points (see `engine.store.migrate`, later).
+Qdrant server by copying points (`membot migrate`, `engine/migrate.py`).
 
 Blocking engine calls run on a small thread pool of the store's own, never on the
 event loop; embedding in `abatch` uses the embedder's async API.
