@@ -187,7 +187,9 @@ class MemoryBot:
         except Exception as err:
             # The conversation store (or its lock) is unreachable: nothing was answered and
             # nothing saved, so say so plainly instead of answering without the thread.
-            logger.error("turn failed for thread %s: %s", thread_id, type(err).__name__)
+            logger.error(
+                "turn failed for thread %s: %s", thread_id, type(err).__name__, exc_info=True
+            )
             return Reply(
                 text=STORAGE_APOLOGY, model=self.model.name, offline=self.model.offline, error=True
             )
