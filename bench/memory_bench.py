@@ -38,8 +38,8 @@ from engine.embeddings.local import LocalEmbeddings
 from engine.memory.manager import MEMORY_TOOL
 from engine.memory.prompt import quote
 from engine.memory.writer import Batch, DebouncedWriter
-from engine.settings import Settings
 from tests.fakes.llm import FakeLLM, ToolUse
+from tests.llm_settings import fake_llm_settings
 
 FIXTURE = Path(__file__).parent / "data" / "cross_thread_recall.json"
 CHAT_LATENCY = 0.2
@@ -55,15 +55,7 @@ def fake_model(body: dict[str, Any]) -> str | ToolUse:
     return ToolUse(MEMORY_TOOL.name, {"operations": [{"action": "ADD", "text": t} for t in said]})
 
 
-def settings(fake: FakeLLM, data_dir: Path, **extra: Any) -> Settings:
-    return Settings(
-        data_dir=data_dir,
-        llm_provider="anthropic",
-        anthropic_api_key="bench",
-        anthropic_base_url=fake.anthropic_url,
-        embedding_provider="local",
-        **extra,
-    )
+settings = fake_llm_settings
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -19,6 +19,7 @@ from engine.memory.manager import MEMORY_TOOL
 from engine.memory.namespace import memory_namespace
 from engine.settings import Settings
 from tests.fakes.llm import FakeLLM, ToolUse, echo_reply
+from tests.llm_settings import fake_llm_settings
 
 PATHS = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
 
@@ -30,17 +31,8 @@ async def fake() -> AsyncIterator[FakeLLM]:
 
 
 def settings_for(fake: FakeLLM, data_dir: Path, provider: str = "anthropic", **extra) -> Settings:
-    return Settings(
-        data_dir=data_dir,
-        llm_provider=provider,
-        embedding_provider="local",
-        anthropic_api_key="test-key",
-        anthropic_base_url=fake.anthropic_url,
-        openai_api_key="test-key",
-        openai_base_url=fake.openai_url,
-        memory_debounce_seconds=extra.pop("memory_debounce_seconds", 0.0),
-        **extra,
-    )
+    extra.setdefault("memory_debounce_seconds", 0.0)
+    return fake_llm_settings(fake, data_dir, provider, **extra)
 
 
 def extraction_payload(body: dict[str, Any]) -> dict[str, Any]:

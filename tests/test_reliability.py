@@ -16,11 +16,11 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from engine.bot import MemoryBot
 from engine.memory.manager import MEMORY_TOOL
-from engine.settings import Settings
 from engine.store import EdgeStore
 from engine.store.factory import index_config
 from tests.fakes.llm import FakeLLM, ToolUse, last_user_text
 from tests.fakes.qdrant import FakeQdrant
+from tests.llm_settings import fake_llm_settings
 
 
 @pytest.fixture
@@ -29,14 +29,7 @@ async def fake() -> AsyncIterator[FakeLLM]:
         yield server
 
 
-def settings_for(fake: FakeLLM, data_dir: Path, **extra: Any) -> Settings:
-    return Settings(
-        data_dir=data_dir,
-        llm_provider="anthropic",
-        anthropic_api_key="test-key",
-        anthropic_base_url=fake.anthropic_url,
-        **extra,
-    )
+settings_for = fake_llm_settings
 
 
 async def test_fifty_concurrent_messages_are_kept_and_answered_in_arrival_order(

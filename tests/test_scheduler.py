@@ -22,6 +22,7 @@ from engine.memory.manager import MEMORY_TOOL
 from engine.scheduler import MemoryScheduler, parse_schedule
 from engine.settings import Settings
 from tests.fakes.llm import FakeLLM, ToolUse
+from tests.llm_settings import fake_llm_settings
 
 POSTGRES = os.environ.get("MEMBOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 BERLIN = ["I live in Berlin.", "I am based in Berlin.", "Berlin is where I live."]
@@ -34,14 +35,7 @@ async def fake() -> AsyncIterator[FakeLLM]:
 
 
 def settings_for(fake: FakeLLM, data_dir: Path, **extra: Any) -> Settings:
-    return Settings(
-        data_dir=data_dir,
-        llm_provider="anthropic",
-        anthropic_api_key="test-key",
-        anthropic_base_url=fake.anthropic_url,
-        memory_debounce_seconds=0,
-        **extra,
-    )
+    return fake_llm_settings(fake, data_dir, memory_debounce_seconds=0, **extra)
 
 
 def tool_payload(body: dict[str, Any]) -> Any:

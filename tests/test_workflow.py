@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
 from engine.bot import MemoryBot
 from engine.memory.prompt import BASE_PROMPT
-from engine.settings import Settings
 from tests.fakes.llm import FakeLLM
+from tests.llm_settings import fake_llm_settings
 
 
 @pytest.fixture
@@ -22,14 +21,7 @@ async def fake() -> AsyncIterator[FakeLLM]:
         yield server
 
 
-def settings_for(fake: FakeLLM, data_dir: Path, **extra) -> Settings:
-    return Settings(
-        data_dir=data_dir,
-        llm_provider="anthropic",
-        anthropic_api_key="test-key",
-        anthropic_base_url=fake.anthropic_url,
-        **extra,
-    )
+settings_for = fake_llm_settings
 
 
 @pytest.fixture
