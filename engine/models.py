@@ -251,18 +251,23 @@ class AnthropicChat:
             max_retries=max_retries,
         )
 
-    @measure_llm("chat")
-    async def ainvoke(self, prompt: Prompt) -> AIMessage:
+    async def _create(self, prompt: Prompt, **options: Any) -> Any:
+        """One Messages API call for `prompt`; SDK errors come out as `ModelError`."""
         messages = _anthropic_messages(prompt.messages)
         if not messages:
             raise _no_user_message()
-        extra: dict[str, Any] = {"system": prompt.system} if prompt.system.strip() else {}
+        if prompt.system.strip():
+            options["system"] = prompt.system
         try:
-            reply = await self._client.messages.create(
-                model=self._model, max_tokens=self._max_tokens, messages=messages, **extra
+            return await self._client.messages.create(
+                model=self._model, max_tokens=self._max_tokens, messages=messages, **options
             )
         except self._sdk_errors as err:
             raise sdk_error(self.name, err, timeout=self._timeout) from None
+
+    @measure_llm("chat")
+    async def ainvoke(self, prompt: Prompt) -> AIMessage:
+        reply = await self._create(prompt)
         text = "".join(block.text for block in reply.content if block.type == "text")
         usage = {
             "input_tokens": reply.usage.input_tokens,
@@ -282,22 +287,10 @@ class AnthropicChat:
 
     @measure_llm("tool")
     async def acall_tool(self, prompt: Prompt, tool: Tool) -> dict[str, Any]:
-        messages = _anthropic_messages(prompt.messages)
-        if not messages:
-            raise _no_user_message()
-        extra: dict[str, Any] = {"system": prompt.system} if prompt.system.strip() else {}
         spec = {"name": tool.name, "description": tool.description, "input_schema": tool.schema}
-        try:
-            reply = await self._client.messages.create(
-                model=self._model,
-                max_tokens=self._max_tokens,
-                messages=messages,
-                tools=[spec],
-                tool_choice={"type": "tool", "name": tool.name},
-                **extra,
-            )
-        except self._sdk_errors as err:
-            raise sdk_error(self.name, err, timeout=self._timeout) from None
+        reply = await self._create(
+            prompt, tools=[spec], tool_choice={"type": "tool", "name": tool.name}
+        )
         for block in reply.content:
             if block.type == "tool_use" and block.name == tool.name:
                 if isinstance(block.input, dict):
@@ -337,28 +330,33 @@ class OpenAIChat:
             max_retries=max_retries,
         )
 
-    def _messages(self, prompt: Prompt) -> list[dict[str, str]]:
+    async def _create(self, prompt: Prompt, **options: Any) -> Any:
+        """One Chat Completions call for `prompt`; SDK errors come out as `ModelError`."""
         turns = _turns(prompt.messages)
         if not any(role == "user" for role, _ in turns):
             raise _no_user_message()
         messages: list[dict[str, str]] = []
         if prompt.system.strip():
             messages.append({"role": "system", "content": prompt.system})
-        return messages + [{"role": role, "content": text} for role, text in turns]
+        messages += [{"role": role, "content": text} for role, text in turns]
+        try:
+            return await self._client.chat.completions.create(
+                model=self._model,
+                messages=messages,
+                max_completion_tokens=self._max_tokens,
+                **options,
+            )
+        except self._sdk_errors as err:
+            raise sdk_error(self.name, err, timeout=self._timeout) from None
 
     @measure_llm("tool")
     async def acall_tool(self, prompt: Prompt, tool: Tool) -> dict[str, Any]:
         function = {"name": tool.name, "description": tool.description, "parameters": tool.schema}
-        try:
-            completion = await self._client.chat.completions.create(
-                model=self._model,
-                messages=self._messages(prompt),
-                max_completion_tokens=self._max_tokens,
-                tools=[{"type": "function", "function": function}],
-                tool_choice={"type": "function", "function": {"name": tool.name}},
-            )
-        except self._sdk_errors as err:
-            raise sdk_error(self.name, err, timeout=self._timeout) from None
+        completion = await self._create(
+            prompt,
+            tools=[{"type": "function", "function": function}],
+            tool_choice={"type": "function", "function": {"name": tool.name}},
+        )
         for choice in completion.choices[:1]:
             for call in choice.message.tool_calls or []:
                 if call.type == "function" and call.function.name == tool.name:
@@ -374,15 +372,7 @@ class OpenAIChat:
 
     @measure_llm("chat")
     async def ainvoke(self, prompt: Prompt) -> AIMessage:
-        messages = self._messages(prompt)
-        try:
-            completion = await self._client.chat.completions.create(
-                model=self._model,
-                messages=messages,
-                max_completion_tokens=self._max_tokens,
-            )
-        except self._sdk_errors as err:
-            raise sdk_error(self.name, err, timeout=self._timeout) from None
+        completion = await self._create(prompt)
         if not completion.choices:
             raise ModelError(f"{self.name}: response had no choices", provider="openai")
         choice = completion.choices[0]
