@@ -36,8 +36,6 @@ logger = logging.getLogger(__name__)
 _EVERY = re.compile(r"^every\s+(\d+(?:\.\d+)?)\s*([smhd])$", re.I)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
-JOBS = ("ttl_sweep", "consolidate", "prune_checkpoints")
-
 
 def parse_schedule(spec: str) -> BaseTrigger | None:
     """A trigger for "off", "every <N><s|m|h|d>" or a five-field crontab line (UTC)."""
@@ -81,35 +79,35 @@ class MemoryScheduler:
         self.locks = locks
         self._scheduler: AsyncIOScheduler | None = None
         self._running: set[asyncio.Task[Any]] = set()
+        self._bodies: dict[str, Callable[[], Awaitable[Any]]] = {
+            "ttl_sweep": self._sweep,
+            "consolidate": self._consolidate,
+            "prune_checkpoints": self._prune,
+        }
 
-    def jobs(self) -> dict[str, tuple[BaseTrigger, Callable[[], Awaitable[Any]]]]:
+    def jobs(self) -> dict[str, BaseTrigger]:
         """The enabled jobs with their triggers."""
         settings = self.bot.settings
-        wanted: dict[str, tuple[str, Callable[[], Awaitable[Any]], bool]] = {
-            "ttl_sweep": (
-                settings.job_ttl_sweep,
-                self._sweep,
-                settings.memory_ttl_days is not None,
-            ),
-            "consolidate": (settings.job_consolidate, self._consolidate, True),
+        wanted = {  # name: (schedule, whether the job has anything to do)
+            "ttl_sweep": (settings.job_ttl_sweep, settings.memory_ttl_days is not None),
+            "consolidate": (settings.job_consolidate, True),
             "prune_checkpoints": (
                 settings.job_prune_checkpoints,
-                self._prune,
                 settings.checkpoint_retention_days is not None,
             ),
         }
         enabled = {}
-        for name, (spec, body, applicable) in wanted.items():
+        for name, (spec, applicable) in wanted.items():
             trigger = parse_schedule(spec)
             if trigger is not None and applicable:
-                enabled[name] = (trigger, body)
+                enabled[name] = trigger
         return enabled
 
     def start(self) -> list[str]:
         """Start the scheduler; returns the names of the jobs it runs."""
         scheduler = AsyncIOScheduler(timezone=UTC)
         names = []
-        for name, (trigger, _) in self.jobs().items():
+        for name, trigger in self.jobs().items():
             scheduler.add_job(
                 self.run_once,
                 trigger,
@@ -137,12 +135,7 @@ class MemoryScheduler:
     async def run_once(self, name: str) -> Any:
         """Run job `name` now unless another process (or instance) is running it; returns
         the job's result, or None when skipped."""
-        bodies = {
-            "ttl_sweep": self._sweep,
-            "consolidate": self._consolidate,
-            "prune_checkpoints": self._prune,
-        }
-        body = bodies[name]
+        body = self._bodies[name]
         task = asyncio.current_task()
         if task is not None:
             self._running.add(task)
