@@ -30,9 +30,7 @@ import itertools
 import json
 import math
 import random
-import socket
 import struct
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -40,6 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.threaded import ThreadedServer
 
 # Vendor `error.type` by status. Other 4xx are "invalid_request_error"; other 5xx are
 # "api_error" (Anthropic) or "server_error" (OpenAI).
@@ -106,10 +106,11 @@ def _tokens(obj: Any) -> int:
     return len(json.dumps(obj).split())  # a stand-in count; only has to be plausible
 
 
-class FakeLLM:
+class FakeLLM(ThreadedServer):
     """Both vendors on one 127.0.0.1 port; see the module docstring."""
 
     def __init__(self, reply: Callable[[dict[str, Any]], str | ToolUse] = echo_reply) -> None:
+        super().__init__()
         self.reply = reply
         # Seconds each response is held back; or a function of the request body.
         self.delay: float | Callable[[Any], float] = 0.0
@@ -118,10 +119,6 @@ class FakeLLM:
         self.requests: list[Received] = []
         self._failures: deque[tuple[int, str | None, str | None]] = deque()
         self._ids = itertools.count(1)
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self.port = 0
 
     @property
     def anthropic_url(self) -> str:
@@ -157,52 +154,10 @@ class FakeLLM:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        ready = threading.Event()
-        self._thread = threading.Thread(
-            target=asyncio.run, args=(self._serve(sock, ready),), name="FakeLLM", daemon=True
-        )
-        self._thread.start()
-        if not ready.wait(10) or self._stopping is None:
-            raise RuntimeError("FakeLLM server did not start")
-
-    def close(self) -> None:
-        if self._loop is not None and self._stopping is not None:
-            self._loop.call_soon_threadsafe(self._stopping.set)
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def __enter__(self) -> FakeLLM:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> FakeLLM:
-        await asyncio.to_thread(self.start)
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await asyncio.to_thread(self.close)
-
-    async def _serve(self, sock: socket.socket, ready: threading.Event) -> None:
+    def _app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/{endpoint:.+}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        try:
-            await runner.setup()
-            await web.SockSite(runner, sock).start()
-            stopping = asyncio.Event()
-            self._loop, self._stopping = asyncio.get_running_loop(), stopping
-            ready.set()
-            await stopping.wait()
-        finally:
-            ready.set()
-            await runner.cleanup()
+        return app
 
     # -- HTTP ------------------------------------------------------------------------------
 

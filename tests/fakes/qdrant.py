@@ -38,15 +38,14 @@ background thread. Usage::
 
 from __future__ import annotations
 
-import asyncio
 import importlib.metadata
 import itertools
-import socket
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.threaded import ThreadedServer
 
 # What a real server reports for cluster options a create request leaves out.
 _CLUSTER_DEFAULTS = {"shard_number": 1, "replication_factor": 1, "write_consistency_factor": 1}
@@ -61,19 +60,16 @@ class Received:
     body: Any
 
 
-class FakeQdrant:
+class FakeQdrant(ThreadedServer):
     """Qdrant's collection-setup endpoints on one 127.0.0.1 port; see the module docstring."""
 
     def __init__(self, version: str | None = None) -> None:
+        super().__init__()
         self.version = version or importlib.metadata.version("qdrant-client")
         self.requests: list[Received] = []
         self.collections: dict[str, dict[str, Any]] = {}  # name -> create body
         self.payload_indexes: dict[str, dict[str, Any]] = {}  # name -> {field: schema}
         self._operation_ids = itertools.count(1)
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self.port = 0
 
     @property
     def url(self) -> str:
@@ -88,56 +84,14 @@ class FakeQdrant:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        ready = threading.Event()
-        self._thread = threading.Thread(
-            target=asyncio.run, args=(self._serve(sock, ready),), name="FakeQdrant", daemon=True
-        )
-        self._thread.start()
-        if not ready.wait(10) or self._stopping is None:
-            raise RuntimeError("FakeQdrant server did not start")
-
-    def close(self) -> None:
-        if self._loop is not None and self._stopping is not None:
-            self._loop.call_soon_threadsafe(self._stopping.set)
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def __enter__(self) -> FakeQdrant:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> FakeQdrant:
-        await asyncio.to_thread(self.start)
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await asyncio.to_thread(self.close)
-
-    async def _serve(self, sock: socket.socket, ready: threading.Event) -> None:
+    def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._record])
         app.router.add_get("/", self._root)
         app.router.add_get("/collections/{name}/exists", self._exists)
         app.router.add_put("/collections/{name}", self._create)
         app.router.add_get("/collections/{name}", self._get)
         app.router.add_put("/collections/{name}/index", self._create_index)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        try:
-            await runner.setup()
-            await web.SockSite(runner, sock).start()
-            stopping = asyncio.Event()
-            self._loop, self._stopping = asyncio.get_running_loop(), stopping
-            ready.set()
-            await stopping.wait()
-        finally:
-            ready.set()
-            await runner.cleanup()
+        return app
 
     # -- HTTP ------------------------------------------------------------------------------
 
