@@ -44,7 +44,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -65,6 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.fakes, fro
 from engine.memory.manager import MEMORY_TOOL
 from tests.fakes.llm import FakeLLM, ToolUse, echo_reply
 from tests.fakes.slack import FakeSlack, message
+from tests.replicas import free_port, spawn_replica
 
 POSTGRES_URL = os.environ.get(
     "MEMBOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -184,42 +184,22 @@ class Replica:
     log: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def start_replica(
     n: int, work_dir: Path, db_url: str, slack: FakeSlack, llm: FakeLLM, locks: int
 ) -> Replica:
-    port = _free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("MEMBOT_", "SLACK_", "ANTHROPIC_", "OPENAI_"))
-    }
-    env |= {
-        "MEMBOT_DATA_DIR": str(work_dir / f"replica{n}"),
-        "MEMBOT_CHECKPOINT_URL": db_url,
-        "MEMBOT_POSTGRES_LOCK_CONNECTIONS": str(locks),
-        "MEMBOT_SCHEDULER_ENABLED": "false",
-        "MEMBOT_LLM_PROVIDER": "anthropic",
-        "ANTHROPIC_API_KEY": "bench",
-        "ANTHROPIC_BASE_URL": llm.anthropic_url,
-        "MEMBOT_SLACK_API_URL": slack.api_url,
-        "SLACK_BOT_TOKEN": f"xoxb-bench{n}",
-        "SLACK_SIGNING_SECRET": SECRET,
-        "MEMBOT_HTTP_HOST": "127.0.0.1",
-        "MEMBOT_HTTP_PORT": str(port),
-    }
+    port = free_port()
     log = work_dir / f"replica{n}.stderr"
-    membot = Path(sys.executable).with_name("membot")
-    with log.open("wb") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            str(membot), "run", env=env, cwd=work_dir, stdout=asyncio.subprocess.DEVNULL,
-            stderr=stderr,
-        )  # fmt: skip
+    process = await spawn_replica(
+        data_dir=work_dir / f"replica{n}",
+        db_url=db_url,
+        slack=slack,
+        llm=llm,
+        token=f"xoxb-bench{n}",
+        signing_secret=SECRET,
+        port=port,
+        log=log,
+        postgres_lock_connections=str(locks),
+    )
     replica = Replica(f"http://127.0.0.1:{port}/slack/events", process, log)
     try:
         async with aiohttp.ClientSession() as http, asyncio.timeout(120):

@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -43,6 +41,7 @@ from engine.conversation import thread_state
 from engine.memory.manager import MEMORY_TOOL
 from tests.fakes.llm import FakeLLM, ToolUse, echo_reply
 from tests.fakes.slack import FakeSlack, app_mention, message
+from tests.replicas import free_port, spawn_replica
 
 POSTGRES_URL = os.environ.get(
     "MEMBOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -98,12 +97,6 @@ async def scale_db() -> AsyncIterator[str]:
             await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Replica:
     """One `membot run` process; its Slack token tells its Web API calls apart."""
@@ -121,35 +114,18 @@ async def start_replica(
     name: str, tmp_path: Path, db_url: str, slack: FakeSlack, llm: FakeLLM
 ) -> Replica:
     port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("MEMBOT_", "SLACK_", "ANTHROPIC_", "OPENAI_"))
-    }
-    env |= {
-        "MEMBOT_DATA_DIR": str(tmp_path / name),
-        "MEMBOT_CHECKPOINT_URL": db_url,
-        "MEMBOT_SCHEDULER_ENABLED": "false",
-        "MEMBOT_LLM_PROVIDER": "anthropic",
-        "ANTHROPIC_API_KEY": "test-key",
-        "ANTHROPIC_BASE_URL": llm.anthropic_url,
-        "MEMBOT_CONTEXT_TOKEN_BUDGET": "1000000",  # nothing is summarised away
-        "MEMBOT_SLACK_API_URL": slack.api_url,
-        "SLACK_BOT_TOKEN": f"xoxb-{name}",
-        "SLACK_SIGNING_SECRET": SECRET,
-        "MEMBOT_HTTP_HOST": "127.0.0.1",
-        "MEMBOT_HTTP_PORT": str(port),
-    }
+    process = await spawn_replica(
+        data_dir=tmp_path / name,
+        db_url=db_url,
+        slack=slack,
+        llm=llm,
+        token=f"xoxb-{name}",
+        signing_secret=SECRET,
+        port=port,
+        log=tmp_path / f"{name}.stderr",
+        context_token_budget="1000000",  # nothing is summarised away
+    )
     log = tmp_path / f"{name}.stderr"
-    with log.open("wb") as stderr:  # a file, not a pipe nobody reads while it runs
-        process = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).with_name("membot")),
-            "run",
-            env=env,
-            cwd=tmp_path,  # no stray .env from the checkout
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=stderr,
-        )
     return Replica(f"xoxb-{name}", f"http://127.0.0.1:{port}/slack/events", process, log)
 
 
