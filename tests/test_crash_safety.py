@@ -22,6 +22,7 @@ from engine.bot import MemoryBot
 from engine.memory.manager import MEMORY_TOOL
 from engine.settings import Settings
 from tests.fakes.llm import FakeLLM, ToolUse
+from tests.llm_settings import fake_llm_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,12 +81,7 @@ async def test_killed_while_the_model_is_answering(tmp_path, local_embeddings) -
         finally:
             kill(child)
         fake.delay = 0.0
-        settings = Settings(
-            data_dir=tmp_path,
-            llm_provider="anthropic",
-            anthropic_api_key="test",
-            anthropic_base_url=fake.anthropic_url,
-        )
+        settings = fake_llm_settings(fake, tmp_path)
         async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
             # The turn never finished, so it is absent, not half there; the user's resend
             # (or Slack's retry) is answered normally.
@@ -171,12 +167,7 @@ async def test_killed_while_learning_a_memory(tmp_path, local_embeddings) -> Non
             kill(child)
         assert child.stdout is not None and child.stdout.read() == "Nice to meet you.\n"
         fake.delay = 0.0
-        settings = Settings(
-            data_dir=tmp_path,
-            llm_provider="anthropic",
-            anthropic_api_key="test",
-            anthropic_base_url=fake.anthropic_url,
-        )
+        settings = fake_llm_settings(fake, tmp_path)
         async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
             assert len(await bot.history("t1")) == 2  # the turn itself was complete
             assert await bot.journal.size() == 1
