@@ -50,6 +50,7 @@ from qdrant_client import models
 
 from engine.store import edge_models as convert
 from engine.store.edge_client import EdgeClient
+from engine.store.hybrid import HybridSearchMixin, hybrid_config, text_index, text_path
 
 FORMAT_VERSION = 1
 _META_FILE = "membot_store.json"
@@ -59,7 +60,7 @@ _PLACEHOLDER_VECTOR = "_none"
 MEMORY = ":memory:"
 
 
-class EdgeStore(BaseStore, BaseQdrantStore):
+class EdgeStore(HybridSearchMixin, BaseStore, BaseQdrantStore):
     """Long-term memory store on an embedded Qdrant Edge shard.
 
     Open with `EdgeStore.open(path, index=..., ttl=...)`; `":memory:"` gives a
@@ -117,6 +118,7 @@ class EdgeStore(BaseStore, BaseQdrantStore):
             # Written last: a crash before this point leaves no half-made store behind
             # that would be mistaken for a complete one.
             meta_file.write_text(json.dumps(expected))
+        _ensure_text_index(shard, index)
         return cls(shard, path=where, index=index, ttl=ttl, temporary=temporary)
 
     def close(self) -> None:
@@ -221,6 +223,16 @@ class EdgeStore(BaseStore, BaseQdrantStore):
         fast without it."""
         self._check_open()
         return self._shard.optimize()
+
+
+def _ensure_text_index(shard: qe.EdgeShard, index: QdrantIndexConfig | None) -> None:
+    """The BM25 index hybrid search needs. A payload index, not part of the shard's
+    layout: a store made before hybrid search gets it on its next open."""
+    config = hybrid_config(index)
+    if config is None or text_path(config) in shard.info().payload_schema:
+        return
+    EdgeClient(shard).create_payload_index("", text_path(config), text_index())
+    shard.flush()
 
 
 def _temporary_dir() -> Path:

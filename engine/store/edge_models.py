@@ -104,25 +104,105 @@ def search_params(params: models.SearchParams | None) -> qe.SearchParams | None:
 
 
 def query_request(request: models.QueryRequest) -> qe.QueryRequest:
-    query: Any
-    match request.query:
-        case models.OrderByQuery(order_by=models.OrderBy() as order):
-            direction = (
-                qe.Direction.Desc if order.direction == models.Direction.DESC else qe.Direction.Asc
-            )
-            query = qe.OrderBy(key=order.key, direction=direction)
-        case list() as vector:
-            query = qe.Query.Nearest(vector, using=request.using)
-        case _:
-            raise NotImplementedError(f"Unsupported query: {request.query!r}")
     return qe.QueryRequest(
         limit=request.limit,
         offset=request.offset,
-        query=query,
+        query=_scoring_query(request.query, request.using),
+        prefetches=[_prefetch(p) for p in _as_list(request.prefetch)] or None,
         filter=filter_(request.filter),
         params=search_params(request.params),
         with_payload=with_payload(request.with_payload),
         with_vector=False,
+    )
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _prefetch(prefetch: models.Prefetch) -> qe.Prefetch:
+    return qe.Prefetch(
+        limit=prefetch.limit or 10,
+        query=_scoring_query(prefetch.query, prefetch.using),
+        prefetches=[_prefetch(p) for p in _as_list(prefetch.prefetch)] or None,
+        params=search_params(prefetch.params),
+        filter=filter_(prefetch.filter),
+        score_threshold=prefetch.score_threshold,
+    )
+
+
+def _scoring_query(query: Any, using: str | None) -> Any:
+    match query:
+        case None:
+            return None
+        case models.OrderByQuery(order_by=models.OrderBy() as order):
+            direction = (
+                qe.Direction.Desc if order.direction == models.Direction.DESC else qe.Direction.Asc
+            )
+            return qe.OrderBy(key=order.key, direction=direction)
+        case list() as vector:
+            return qe.Query.Nearest(vector, using=using)
+        case models.TextQuery(text=models.TextQueryInput() as text):
+            # `using` names the payload field whose text index scores the points.
+            return qe.TextQuery(str(using), text.query)
+        case models.FormulaQuery():
+            return qe.Formula(_expression(query.formula), defaults=query.defaults)
+        case models.FusionQuery(fusion=models.Fusion.RRF):
+            return qe.Fusion.Rrf(k=60)
+    raise NotImplementedError(f"Unsupported query: {query!r}")
+
+
+_DECAYS = {
+    "exp_decay": qe.DecayKind.Exp,
+    "lin_decay": qe.DecayKind.Lin,
+    "gauss_decay": qe.DecayKind.Gauss,
+}
+
+
+def _expression(expr: Any) -> qe.Expression:
+    """A formula expression tree, for the node kinds the hybrid search uses."""
+    E = qe.Expression
+    match expr:
+        case bool():
+            raise NotImplementedError("Unsupported expression: bool")
+        case int() | float():
+            return E.Constant(float(expr))
+        case str():
+            return E.Variable(expr)
+        case models.SumExpression():
+            return E.Sum([_expression(e) for e in expr.sum])
+        case models.MultExpression():
+            return E.Mult([_expression(e) for e in expr.mult])
+        case models.DivExpression():
+            return E.Div(
+                _expression(expr.div.left),
+                _expression(expr.div.right),
+                by_zero_default=expr.div.by_zero_default,
+            )
+        case models.FieldCondition() | models.Filter():
+            return E.Condition(condition(expr))  # 1 where it holds, else 0
+        case models.DatetimeExpression():
+            return E.Datetime(expr.datetime)
+        case models.DatetimeKeyExpression():
+            return E.DatetimeKey(expr.datetime_key)
+        case models.ExpDecayExpression(exp_decay=params):
+            return _decay("exp_decay", params)
+        case models.LinDecayExpression(lin_decay=params):
+            return _decay("lin_decay", params)
+        case models.GaussDecayExpression(gauss_decay=params):
+            return _decay("gauss_decay", params)
+    raise NotImplementedError(f"Unsupported expression: {type(expr).__name__}")
+
+
+def _decay(name: str, params: models.DecayParamsExpression) -> qe.Expression:
+    return qe.Expression.Decay(
+        _DECAYS[name],
+        _expression(params.x),
+        target=None if params.target is None else _expression(params.target),
+        midpoint=params.midpoint,
+        scale=params.scale,
     )
 
 
@@ -146,4 +226,26 @@ def payload_index(schema: Any) -> Any:
             )
         case models.DatetimeIndexParams():
             return qe.DatetimeIndexParams(on_disk=schema.on_disk, enable_hnsw=schema.enable_hnsw)
+        case models.TextIndexParams():
+            return _text_index(schema)
     raise NotImplementedError(f"Unsupported payload index: {schema!r}")
+
+
+_TOKENIZERS = {
+    models.TokenizerType.WORD: qe.TokenizerType.Word,
+    models.TokenizerType.WHITESPACE: qe.TokenizerType.Whitespace,
+    models.TokenizerType.PREFIX: qe.TokenizerType.Prefix,
+    models.TokenizerType.MULTILINGUAL: qe.TokenizerType.Multilingual,
+}
+
+
+def _text_index(schema: models.TextIndexParams) -> qe.TextIndexParams:
+    """The subset of text-index options the hybrid search sets (English only)."""
+    english = models.Language.ENGLISH
+    return qe.TextIndexParams(
+        tokenizer=_TOKENIZERS[schema.tokenizer or models.TokenizerType.WORD],
+        lowercase=schema.lowercase,
+        stopwords=qe.Language.English if schema.stopwords == english else None,
+        stemmer=qe.SnowballParams(qe.SnowballLanguage.English) if schema.stemmer else None,
+        scoring=qe.TextScoringParams() if schema.scoring else None,
+    )

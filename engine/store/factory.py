@@ -1,8 +1,8 @@
 """One place that picks the long-term store backend from settings.
 
 Embedded (default): `EdgeStore` on local disk. Server mode (`MEMBOT_QDRANT_URL`): the
-Qdrant team's `AsyncQdrantStore`, so we carry no server client of our own. Both
-store items in the same layout.
+Qdrant team's `AsyncQdrantStore` (with our hybrid search mixed in), so we carry no server
+client of our own. Both store items in the same layout and run the same hybrid query.
 """
 
 from __future__ import annotations
@@ -10,21 +10,28 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 from langchain_core.embeddings import Embeddings
 from langgraph.store.base import BaseStore, TTLConfig
-from langgraph.store.qdrant import AsyncQdrantStore
 from langgraph.store.qdrant.base import QdrantIndexConfig
 
 from engine.settings import Settings
 from engine.store.edge import EdgeStore
+from engine.store.hybrid import HybridConfig
+from engine.store.server import HybridQdrantStore
 
 # Memories are embedded on their text only; other value fields are metadata.
 MEMORY_FIELDS = ["text"]
+# Recall ranks by meaning, words and recency (engine/store/hybrid.py); a memory's time
+# is when it was said or became true, not when the store last wrote it.
+MEMORY_HYBRID: HybridConfig = {"text_field": "text", "time_field": "valid_from"}
 
 
 def index_config(embeddings: Embeddings, dims: int) -> QdrantIndexConfig:
-    return {"dims": dims, "embed": embeddings, "fields": MEMORY_FIELDS}
+    config: dict = {"dims": dims, "embed": embeddings, "fields": MEMORY_FIELDS}
+    config["hybrid"] = dict(MEMORY_HYBRID)
+    return cast(QdrantIndexConfig, config)
 
 
 @asynccontextmanager
@@ -38,7 +45,7 @@ async def open_store(
         ttl = {"default_ttl": settings.memory_ttl_days * 24 * 60, "refresh_on_read": True}
     if settings.qdrant_url:
         api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-        async with AsyncQdrantStore.from_url(
+        async with HybridQdrantStore.from_url(
             settings.qdrant_url,
             api_key=api_key,
             collection_name=settings.qdrant_collection,

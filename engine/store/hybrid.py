@@ -1,0 +1,202 @@
+"""Hybrid, recency-aware search for the Qdrant stores: one query, run by the engine.
+
+Memories are what people said in their own words, and questions rarely share those words
+("what do I do for a living?" / "I'm an electrician"), so the dense vector leads. But
+names, places and rare words are where dense vectors blur ("Braga" is near "Porto"), and
+BM25 catches them. And when a fact changed, the newest statement must rank first; cosine
+alone cannot know which of "I live in Lisbon" / "we're living in Braga now" is current.
+
+So a search with a query becomes one Qdrant query-API request, the same on the embedded
+engine (Qdrant Edge) and on a Qdrant server:
+
+- prefetch 1: dense nearest neighbours of the query vector (the store's usual vector);
+- prefetch 2: BM25 over a full-text payload index of the value's text field
+  (`TextQuery`; stemmed, English stop words removed);
+- a `FormulaQuery` that scores each candidate as
+  `dense + lexical_weight * bm25 / (bm25 + 1) + recency_weight * exp_decay(time_field)`,
+  the decay halving every `half_life_days` before "now".
+
+A formula rather than RRF fusion: RRF keeps only ranks, and the caller needs a score that
+means something ("is anything here relevant at all?"); the saturated BM25 term and the
+bounded recency term only reorder candidates that are close in meaning.
+
+Enabled by an index option, so any LangGraph program gets it through plain
+`store.search(namespace, query=...)`:
+
+    EdgeStore.open(path, index={"dims": 384, "embed": emb, "fields": ["text"],
+                                "hybrid": {"text_field": "text", "time_field": "valid_from"}})
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, TypedDict, cast
+
+from langgraph.store.base import SearchOp
+from langgraph.store.qdrant.base import VECTOR_NAME, QdrantIndexConfig
+from qdrant_client import models
+
+DAY_SECONDS = 86_400.0
+# A date before any memory: items without the time field get no recency bonus.
+_NO_TIME = "1970-01-01T00:00:00Z"
+
+
+class HybridConfig(TypedDict, total=False):
+    text_field: str
+    """Value field ranked by BM25 (default "text"); it gets a full-text payload index."""
+    time_field: str
+    """Value field with an ISO-8601 time the recency decay reads (default "updated_at"
+    of the item when absent from the config)."""
+    half_life_days: float
+    """The recency bonus halves every this many days (default 30)."""
+    lexical_weight: float
+    """Weight of the saturated BM25 score, in [0, 1) (default 0.3)."""
+    recency_weight: float
+    """Weight of the recency decay, in [0, 1) (default 0.1)."""
+    candidates: int
+    """How many candidates each prefetch brings (default 50)."""
+    boosts: list[Boost]
+    """Score added to items whose value field equals a value (e.g. what kind of memory
+    it is); evaluated by the engine as formula conditions."""
+
+
+class Boost(TypedDict):
+    field: str
+    value: str
+    weight: float
+
+
+DEFAULTS: HybridConfig = {
+    "text_field": "text",
+    "half_life_days": 30.0,
+    "lexical_weight": 0.3,
+    "recency_weight": 0.1,
+    "candidates": 50,
+}
+
+
+def hybrid_config(index: QdrantIndexConfig | None) -> HybridConfig | None:
+    """The index's hybrid options merged over the defaults, or None when it has none."""
+    options = cast(dict[str, Any], index or {}).get("hybrid")
+    if not options:
+        return None
+    return cast(HybridConfig, {**DEFAULTS, **(options if isinstance(options, dict) else {})})
+
+
+def text_path(config: HybridConfig) -> str:
+    return f"value.{config['text_field']}"
+
+
+def time_path(config: HybridConfig) -> str:
+    field = config.get("time_field")
+    return f"value.{field}" if field else "updated_at"
+
+
+def text_index() -> models.TextIndexParams:
+    """The full-text index BM25 runs on: words, lowercased, English stems and stop words."""
+    return models.TextIndexParams(
+        type=models.TextIndexType.TEXT,
+        tokenizer=models.TokenizerType.WORD,
+        lowercase=True,
+        stopwords=models.Language.ENGLISH,
+        stemmer=models.SnowballParams(
+            type=models.Snowball.SNOWBALL, language=models.SnowballLanguage.ENGLISH
+        ),
+        scoring=True,
+    )
+
+
+def hybrid_request(
+    config: HybridConfig,
+    query: str,
+    vector: list[float],
+    query_filter: models.Filter | None,
+    *,
+    limit: int,
+    with_payload: bool | list[str],
+    search_params: models.SearchParams | None = None,
+    now: datetime | None = None,
+) -> models.QueryRequest:
+    """One query-API request: dense + BM25 prefetches, scored by the recency formula."""
+    candidates = max(int(config["candidates"]), limit)
+    dense = models.Prefetch(
+        query=[vector], using=VECTOR_NAME, filter=query_filter, limit=candidates,
+        params=search_params,
+    )
+    lexical = models.Prefetch(
+        query=models.TextQuery(text=models.TextQueryInput(query=query)),
+        using=text_path(config),
+        filter=query_filter,
+        limit=candidates,
+    )
+    bm25 = "$score[1]"
+    saturated = models.DivExpression(
+        div=models.DivParams(left=bm25, right=models.SumExpression(sum=[bm25, 1.0]))
+    )
+    stamp = (now or datetime.now(UTC)).isoformat()
+    recency = models.ExpDecayExpression(
+        exp_decay=models.DecayParamsExpression(
+            x=models.DatetimeKeyExpression(datetime_key=time_path(config)),
+            target=models.DatetimeExpression(datetime=stamp),
+            scale=float(config["half_life_days"]) * DAY_SECONDS,
+            midpoint=0.5,
+        )
+    )
+    boosts = [
+        models.MultExpression(
+            mult=[
+                float(boost["weight"]),
+                models.FieldCondition(
+                    key=f"value.{boost['field']}", match=models.MatchValue(value=boost["value"])
+                ),
+            ]
+        )
+        for boost in config.get("boosts") or []
+    ]
+    formula = models.SumExpression(
+        sum=[
+            "$score[0]",
+            models.MultExpression(mult=[float(config["lexical_weight"]), saturated]),
+            models.MultExpression(mult=[float(config["recency_weight"]), recency]),
+            *boosts,
+        ]
+    )
+    return models.QueryRequest(
+        prefetch=[dense, lexical],
+        query=models.FormulaQuery(
+            formula=formula,
+            defaults={"$score[0]": 0.0, bm25: 0.0, time_path(config): _NO_TIME},
+        ),
+        filter=query_filter,
+        limit=limit,
+        with_payload=with_payload,
+        with_vector=False,
+    )
+
+
+class HybridSearchMixin:
+    """Turns the Qdrant store plans' scored searches into `hybrid_request`s when the
+    index config has a "hybrid" entry. Mixed in before `BaseQdrantStore` (whose
+    `_search_request` it overrides), for `EdgeStore` and for the server store alike."""
+
+    index_config: QdrantIndexConfig | None
+
+    def _search_request(
+        self,
+        op: SearchOp,
+        query_filter: models.Filter | None,
+        vector: list[float] | None,
+        *,
+        limit: int,
+        with_payload: bool | list[str],
+    ) -> models.QueryRequest:
+        config = hybrid_config(self.index_config)
+        if config is None or not op.query or vector is None:
+            return super()._search_request(  # type: ignore[misc]
+                op, query_filter, vector, limit=limit, with_payload=with_payload
+            )
+        params = cast(QdrantIndexConfig, self.index_config).get("search_params")
+        return hybrid_request(
+            config, op.query, vector, query_filter,
+            limit=limit, with_payload=with_payload, search_params=params,
+        )
