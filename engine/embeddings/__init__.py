@@ -8,16 +8,18 @@ from __future__ import annotations
 
 from langchain_core.embeddings import Embeddings
 
+from engine.embeddings.cache import CachedEmbeddings
 from engine.settings import Settings
 
 
 def make_embeddings(settings: Settings) -> tuple[Embeddings, int]:
-    """The embedder the settings ask for, and its vector size."""
+    """The embedder the settings ask for (behind a per-text cache), and its vector size."""
     if settings.resolved_embedding_provider() == "openai":
         from engine.embeddings.openai import OpenAIEmbeddings
 
-        return OpenAIEmbeddings(settings), settings.openai_embedding_dims
+        # OpenAI's embeddings are symmetric too (one endpoint for queries and documents).
+        return CachedEmbeddings(OpenAIEmbeddings(settings)), settings.openai_embedding_dims
     from engine.embeddings.local import LocalEmbeddings
 
     local = LocalEmbeddings()
-    return local, local.dims
+    return CachedEmbeddings(local), local.dims

@@ -379,6 +379,10 @@ class LocalEmbeddings(Embeddings):
             )
         return model
 
+    def warm(self) -> None:
+        """Read the weights and run one pass (start-up, off the event loop)."""
+        self._model().encode(["warm up"])
+
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed texts; callers may pass any number, batching is handled here."""
         if not texts:
