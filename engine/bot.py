@@ -4,10 +4,10 @@ It owns the store, the checkpointer, the chat model, the compiled workflow and t
 background writer, and turns `(user_id, thread_id, text)` into a `Reply`. Adapters never
 touch LangGraph or the store directly, so Slack, Discord and the console behave the same.
 
-After each reply the turn's messages go to the debounced writer, which learns memories
-from them and compacts the thread when it outgrew its token budget. Before a turn, the
-user's pending work from *other* threads is flushed (read-your-writes across threads);
-their current thread needs no flush, its messages are in the prompt anyway.
+Each turn keeps the user's message as an episode before it answers (engine/workflow.py),
+so what was said in one thread is recallable in the next at once, and no turn ever waits
+for learning. After the reply the turn's messages go to the debounced writer, which
+extracts facts from them (journaled) and compacts the thread when it outgrew its budget.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
@@ -35,7 +37,7 @@ from engine.memory.extract import extract_facts
 from engine.memory.manager import MemoryManager
 from engine.memory.namespace import memory_namespace, storable_id
 from engine.memory.outbox import Outbox, Pending, open_outbox
-from engine.memory.records import history_namespace, memory_history
+from engine.memory.records import EPISODES_ONLY, FACTS_ONLY, history_namespace, memory_history
 from engine.memory.writer import Batch, DebouncedWriter
 from engine.models import ChatModel, make_chat_model
 from engine.settings import Settings
@@ -101,7 +103,6 @@ class MemoryBot:
             store=store,
             top_k=settings.memory_top_k,
             history_messages=settings.history_messages,
-            min_relevance=settings.memory_min_relevance,
             token_budget=settings.context_token_budget,
             learn_inline=False,  # the writer learns after the reply, debounced
             answer_timeout=settings.answer_timeout_seconds,
@@ -125,6 +126,9 @@ class MemoryBot:
         settings = settings or Settings()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         embedder, dims = embeddings or make_embeddings(settings)
+        if warm := getattr(embedder, "warm", None):
+            # Load the local model now, not inside the first turns' recall deadline.
+            await asyncio.to_thread(warm)
         model = model or make_chat_model(settings)
         async with AsyncExitStack() as stack:
             if store is None:
@@ -166,7 +170,17 @@ class MemoryBot:
     # -- conversation ----------------------------------------------------------------
 
     @metrics.measure_chat
-    async def chat(self, *, user_id: str, thread_id: str, text: str) -> Reply:
+    async def chat(
+        self,
+        *,
+        user_id: str,
+        thread_id: str,
+        text: str,
+        message_id: str | None = None,
+        at: datetime | None = None,
+    ) -> Reply:
+        """Answer one message. `message_id` (the platform's) makes its episode idempotent
+        under redelivery; `at` is when it was sent (now if not given)."""
         thread_id = storable_id(thread_id)
         text = clean_text(text or "").strip()
         if not text:
@@ -177,13 +191,16 @@ class MemoryBot:
                 f"That message is {len(text):,} characters long; I can read up to {limit:,}. "
                 "Please shorten it or split it into parts."
             )
-        await self.writer.flush(user_id, except_thread=thread_id)
         config: dict[str, Any] = {"configurable": {"thread_id": thread_id, "user_id": user_id}}
+        # The episode's key derives from the message id: one per message, even redelivered.
+        message_id = message_id or uuid.uuid4().hex
+        sent = (at if at.tzinfo else at.replace(tzinfo=UTC)) if at else datetime.now(UTC)
+        turn: dict[str, Any] = {"text": text, "message_id": message_id, "at": sent.isoformat()}
         try:
             async with self._turn(thread_id):
                 # One checkpoint write at the end of the turn instead of one per step: a
                 # turn cut short leaves no trace either way (it is absent, not half there).
-                message = await self.workflow.ainvoke({"text": text}, config, durability="exit")
+                message = await self.workflow.ainvoke(turn, config, durability="exit")
         except Exception as err:
             # The conversation store (or its lock) is unreachable: nothing was answered and
             # nothing saved, so say so plainly instead of answering without the thread.
@@ -193,7 +210,9 @@ class MemoryBot:
             return Reply(
                 text=STORAGE_APOLOGY, model=self.model.name, offline=self.model.offline, error=True
             )
-        said: list[BaseMessage] = [HumanMessage(text)]
+        said: list[BaseMessage] = [
+            HumanMessage(text, id=message_id, additional_kwargs={"at": sent.isoformat()})
+        ]
         if not message.response_metadata.get("error"):
             said.append(message)
         self.writer.submit(thread_id, user_id, said)
@@ -287,9 +306,16 @@ class MemoryBot:
     # -- memories ----------------------------------------------------------------------
 
     async def memories(self, user_id: str, limit: int = 100) -> list[Item]:
-        """The user's memories, newest first (after what they just said is learnt)."""
+        """The user's facts, newest first (after what they just said is learnt). Episodes,
+        the messages themselves, are not listed: see `episodes()`."""
         await self.writer.flush(user_id)
-        return await self.store.asearch(memory_namespace(user_id), limit=limit)
+        return await self.store.asearch(memory_namespace(user_id), filter=FACTS_ONLY, limit=limit)
+
+    async def episodes(self, user_id: str, limit: int = 100) -> list[Item]:
+        """What the user said (questions included), kept verbatim, newest first."""
+        return await self.store.asearch(
+            memory_namespace(user_id), filter=EPISODES_ONLY, limit=limit
+        )
 
     async def count_memories(self, user_id: str, limit: int = 1000) -> int:
         """How many memories a user has (up to `limit`), e.g. for a confirmation prompt."""
@@ -313,10 +339,14 @@ class MemoryBot:
         return await memory_history(self.store, user_id, memory_key)
 
     async def forget(self, user_id: str) -> int:
-        """Erase all of a user's memories and their history; returns how many memories
-        there were. Pending extraction for the user is finished first, so nothing learnt
-        from an earlier message reappears after the erasure."""
-        await self.writer.flush(user_id)
+        """Erase all of a user's memories (facts and episodes), their history and their
+        journaled learning; returns how many memories there were. Learning not yet run is
+        dropped, learning already running is waited for, so nothing the user said before
+        the erasure comes back after it."""
+        self.writer.discard(user_id)
+        await self.writer.flush(user_id)  # only runs already in progress are left
+        if self.journal is not None:
+            await self.journal.discard(user_id)
         erased = await adelete_namespace(self.store, memory_namespace(user_id))
         await adelete_namespace(self.store, history_namespace(user_id))
         return erased

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
+from engine.memory.recall import Recalled
+from engine.memory.relevance import DEFAULT_MIN_SCORE
 from engine.metrics import measure_llm
 from engine.offline import offline_reply, to_second_person
 from engine.settings import Settings
@@ -48,7 +50,9 @@ class Prompt:
     """Everything a chat model needs for one reply."""
 
     system: str  # full system prompt, recalled memories already rendered in it
-    memories: list[str]  # the recalled memory texts, best match first (used by the offline model)
+    # Recalled facts and episodes, best match first, with kinds and dates (the offline
+    # model answers from these; a language model gets them rendered in `system`).
+    memories: Sequence[Recalled]
     messages: list[BaseMessage]  # recent conversation; the last is the user's HumanMessage
 
 
@@ -414,12 +418,15 @@ class OfflineChat:
     name = "offline"
     offline = True
 
+    def __init__(self, *, min_score: float = DEFAULT_MIN_SCORE) -> None:
+        self.min_score = min_score  # see engine/memory/relevance.py
+
     async def ainvoke(self, prompt: Prompt) -> AIMessage:
         user_text = next(
             (message_text(m) for m in reversed(prompt.messages) if isinstance(m, HumanMessage)), ""
         )
         return AIMessage(
-            content=offline_reply(user_text, prompt.memories),
+            content=offline_reply(user_text, prompt.memories, min_score=self.min_score),
             response_metadata={"model": self.name, "offline": True},
         )
 
@@ -434,4 +441,4 @@ def make_chat_model(settings: Settings) -> ChatModel:
         return AnthropicChat(settings)
     if provider == "openai":
         return OpenAIChat(settings)
-    return OfflineChat()
+    return OfflineChat(min_score=settings.memory_min_relevance)

@@ -1,16 +1,23 @@
 """What the bot says when no language model is configured: honest replies built from memories.
 
 Without an API key the bot still stores and recalls memories, so it can answer "what is my
-name?" from what the user told it earlier. It must never invent anything: it repeats the best
-recalled memory (turned from the user's words into the bot's, "My name is Bob." -> "Your name
-is Bob."), admits when it knows nothing, and labels every reply as offline so nobody mistakes
-it for a model's answer. Everything here is pure text handling, so it is cheap to test.
+name?" from what the user told it earlier. It must never invent anything: it states the best
+recalled fact (turned from the user's words into the bot's, "My name is Bob." -> "Your name
+is Bob.") or quotes the best episode as said, with its date ("On 12 Nov you said: ..."),
+but only when it passes the relevance check (engine/memory/relevance.py); otherwise it says
+it doesn't know. To a statement it says what it kept. Every reply is labelled offline so
+nobody mistakes it for a model's answer. Everything here is pure text handling.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from engine.memory.extract import extract_facts
+from engine.memory.recall import Recalled
+from engine.memory.relevance import DEFAULT_MIN_SCORE, answers
 
 __all__ = ["OFFLINE_PREFIX", "is_question", "offline_reply", "to_second_person"]
 
@@ -92,22 +99,53 @@ def _as_sentence(text: str) -> str:
     return text if text[-1] in ".!?…\"'”)" else text + "."
 
 
-def offline_reply(user_text: str, memories: Sequence[str]) -> str:
+MAX_QUOTE_CHARS = 400
+DONT_KNOW = (
+    "I don't know: I'm running offline, without a language model, so I can only "
+    "recall what you've told me, and I have nothing on that."
+)
+
+
+def _date(when: datetime, now: datetime) -> str:
+    day = f"{when.day} {when.strftime('%b')}"
+    return day if when.year == now.year else f"{day} {when.year}"
+
+
+def _quote(text: str) -> str:
+    text = " ".join(text.split())
+    if len(text) > MAX_QUOTE_CHARS:
+        text = text[: MAX_QUOTE_CHARS - 1].rstrip() + "…"
+    return f"“{text}”"
+
+
+def _answer(memory: Recalled, now: datetime) -> str:
+    if memory.episode:
+        said = f"On {_date(memory.when, now)} you said" if memory.when else "You said"
+        return f"{said}: {_quote(memory.text)}"
+    fact = _as_sentence(to_second_person(memory.text))
+    if memory.when:
+        fact = f"{fact[:-1]} (you told me on {_date(memory.when, now)}){fact[-1]}"
+    return fact
+
+
+def offline_reply(
+    user_text: str,
+    memories: Sequence[Recalled],
+    *,
+    min_score: float = DEFAULT_MIN_SCORE,
+    now: datetime | None = None,
+) -> str:
     """The offline model's whole reply to `user_text`, given recalled memories (best first)."""
+    now = now or datetime.now(UTC)
     if not is_question(user_text):
+        kept = [_as_sentence(to_second_person(f.text)) for f in extract_facts(user_text)]
+        if kept:
+            return OFFLINE_PREFIX + "Noted: " + " ".join(kept)
         return OFFLINE_PREFIX + (
-            "Noted. I'm in offline mode (no language model), so I can only remember what "
-            "you tell me and recall it when you ask."
+            "I've kept what you said, in your words, and can quote it back when you ask. "
+            "(I'm in offline mode, without a language model.)"
         )
-    facts = [_as_sentence(to_second_person(m)) for m in memories if m.strip()]
-    if not facts:
-        return OFFLINE_PREFIX + (
-            "I don't know: I'm running offline, without a language model, so I can only "
-            "recall what you've told me, and I have nothing on that. "
-            # The example names no person: a stranger's reply must not look like a leak.
-            "Tell me, e.g. 'remember: my favourite colour is green'."
-        )
-    reply = facts[0]
-    if len(facts) > 1:
-        reply += " I also remember: " + " ".join(facts[1:3])
-    return OFFLINE_PREFIX + reply
+    found = answers(user_text, memories, min_score=min_score)
+    if not found:
+        return OFFLINE_PREFIX + DONT_KNOW
+    return OFFLINE_PREFIX + _answer(found[0], now)

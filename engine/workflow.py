@@ -2,10 +2,13 @@
 
 `previous` holds the thread's state (messages and a running summary, checkpointed per
 `thread_id`); memories live in the store under `("memories", user_id)` and follow the user
-into every thread. A turn is: recall (semantic search in the user's namespace) -> answer
-(chat model; system prompt with memories as quoted data and the summary, then the recent
-messages that fit the token budget). Learning new memories happens after the reply, in the
-background (`engine.memory.writer`), so the user never waits for it.
+into every thread. A turn is: recall (one hybrid,
+recency-aware query over the user's facts and episodes) -> keep the message as an episode
+(with recall's vector, so no second embedding) -> answer (chat model; system prompt with
+dated memories as quoted data and the summary, then the recent messages that fit the token
+budget). The episode makes what was said recallable in any other thread at once;
+extracting facts from it happens after the reply, in the background
+(`engine.memory.writer`), so the user never waits for it.
 
 The same entrypoint also compacts a thread (`{"compact": True}`): older messages are folded
 into the summary, so checkpoints stay bounded. Going through the entrypoint keeps the
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
@@ -32,7 +37,11 @@ from engine.conversation import ThreadState, compact, recent_messages, text_toke
 from engine.memory.manager import MemoryManager
 from engine.memory.namespace import memory_namespace
 from engine.memory.prompt import system_prompt
+from engine.memory.recall import Recalled
+from engine.memory.recall import recall as recall_memories
+from engine.memory.records import episode_key, episode_value
 from engine.models import ChatModel, ModelError, Prompt
+from engine.offline import is_question
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +58,15 @@ def build_chat_workflow(
     store: BaseStore,
     top_k: int = 5,
     history_messages: int = 40,
-    min_relevance: float = 0.3,
     token_budget: int = 8000,
     learn_inline: bool = True,
     answer_timeout: float = 90.0,
     recall_timeout: float = 5.0,
 ) -> Pregel:
-    """The compiled workflow. Invoke with `{"text": ...}` and a config carrying
-    `thread_id` and `user_id`; it returns the reply as an `AIMessage`. `{"compact": True}`
-    compacts the thread instead and returns None.
+    """The compiled workflow. Invoke with `{"text": ...}` (optionally `"message_id"`, the
+    platform's id of the message, and `"at"`, when it was sent, ISO 8601) and a config
+    carrying `thread_id` and `user_id`; it returns the reply as an `AIMessage`.
+    `{"compact": True}` compacts the thread instead and returns None.
 
     With `learn_inline` (the guide's pattern, and what a bare LangGraph program wants) the
     turn itself learns memories after answering; `MemoryBot` turns it off and learns in
@@ -66,24 +75,35 @@ def build_chat_workflow(
 
     # A plain coroutine, not a task: a read needs no checkpointed result, and a task would
     # cost a scheduling round and a write per turn.
-    async def recall(user_id: str, query: str) -> list[tuple[str, float | None]]:
-        if top_k == 0:
-            return []
+    async def recall(user_id: str, query: str) -> list[Recalled]:
         try:
             with metrics.STORE_SECONDS.labels("recall").time():
                 async with asyncio.timeout(recall_timeout):
-                    items = await get_store().asearch(
-                        memory_namespace(user_id), query=query, limit=top_k
-                    )
+                    return await recall_memories(get_store(), user_id, query, limit=top_k)
         except Exception:
             # Answering without memories beats not answering; say nothing false.
             logger.warning("memory recall failed; answering without memories", exc_info=True)
             return []
-        return [
-            (item.value["text"], item.score)
-            for item in items
-            if isinstance(item.value.get("text"), str)
-        ]
+
+    async def keep_episode(
+        user_id: str, thread_id: str, message: HumanMessage, at: datetime
+    ) -> None:
+        """The message as an episode, now: recallable from the next turn in any thread.
+        Its text was just embedded as recall's query, so the embedder's cache serves
+        the vector. A failure is logged only: learning (journaled) writes it again."""
+        text = str(message.content)
+        value = episode_value(
+            text, thread_id=thread_id, message_id=str(message.id), at=at,
+            question=is_question(text),
+        )
+        try:
+            with metrics.STORE_SECONDS.labels("write").time():
+                async with asyncio.timeout(recall_timeout):
+                    await get_store().aput(
+                        memory_namespace(user_id), episode_key(thread_id, str(message.id)), value
+                    )
+        except Exception:
+            logger.warning("episode not stored now; learning will retry it", exc_info=True)
 
     @task
     async def answer(prompt: Prompt) -> AIMessage:
@@ -117,16 +137,22 @@ def build_chat_workflow(
         configurable = config["configurable"]
         user_id, thread_id = configurable["user_id"], configurable["thread_id"]
         text: str = turn["text"]
-        user_message = HumanMessage(content=text, additional_kwargs={"user_id": user_id})
+        at = _parse_time(turn.get("at"))
+        user_message = HumanMessage(
+            content=text,
+            id=str(turn.get("message_id") or uuid.uuid4()),
+            additional_kwargs={"user_id": user_id, "at": at.isoformat()},
+        )
         messages = add_messages(state["messages"], [user_message])
 
         recalled = await recall(user_id, text)
-        system = system_prompt([text for text, _ in recalled], state["summary"])
+        await keep_episode(user_id, thread_id, user_message, at)
+        system = system_prompt(recalled, state["summary"])
         prompt = Prompt(
             system=system,
-            # A language model weighs every recalled memory itself; the offline model
-            # answers from memories alone, so it only gets those that match the question.
-            memories=[t for t, score in recalled if score is None or score >= min_relevance],
+            # Best first, with kinds and dates; the offline model decides itself which
+            # (if any) answer the question, a language model weighs them all.
+            memories=recalled,
             messages=recent_messages(
                 messages[-history_messages:], token_budget - text_tokens(system)
             ),
@@ -151,3 +177,15 @@ def build_chat_workflow(
         return entrypoint.final(value=reply, save={"messages": saved, "summary": state["summary"]})
 
     return chat
+
+
+def _parse_time(raw: object) -> datetime:
+    if isinstance(raw, datetime):
+        return raw if raw.tzinfo else raw.replace(tzinfo=UTC)
+    if isinstance(raw, str) and raw:
+        try:
+            parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            return datetime.now(UTC)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return datetime.now(UTC)

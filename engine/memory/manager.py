@@ -17,7 +17,16 @@ Safety rails, because the model's output is untrusted:
   (memory + its history entry), so a failed call leaves no half-written memory.
 
 Without a tool-calling model (offline), or when the provider fails, the rule-based
-extractor of explicit statements takes over, so "my name is Bob" is never lost.
+extractor takes over, so "my name is Bob" is never lost.
+
+Time: a fact is valid from when it was said (the message's time, not the write's). When a
+fact is replaced (UPDATE, DELETE, or a new value in a rules slot such as where the user
+lives) the old text goes to the history with its `valid_until`, and the episodes it was
+learnt from are marked superseded: recall never quotes the stale statement again.
+
+Episodes (the messages themselves) are written at turn time by the workflow; learning
+writes any that are missing, so a message whose turn hit a store outage is recallable
+once the journaled learning runs.
 """
 
 from __future__ import annotations
@@ -26,25 +35,34 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langgraph.store.base import BaseStore, Item
+from langgraph.store.base import BaseStore, Item, PutOp
 from pydantic import BaseModel, Field, ValidationError
 
 from engine import metrics
 from engine.memory.extract import extract_facts
 from engine.memory.namespace import memory_namespace
 from engine.memory.records import (
+    EPISODES_ONLY,
+    FACTS_ONLY,
     KINDS,
+    RECALLABLE,
     Action,
     Kind,
+    episode_key,
+    episode_value,
     history_put,
     memory_value,
     new_key,
+    now,
     put_op,
+    superseded,
 )
 from engine.models import ChatModel, ModelError, Prompt, Tool, ToolCallingModel, message_text
+from engine.offline import is_question
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +70,7 @@ MAX_MEMORY_CHARS = 500
 SIMILAR_PER_QUERY = 5
 MAX_SIMILAR = 12
 MAX_QUERIES = 4
+RECENT_EPISODES = 6
 
 
 class MemoryOp(BaseModel):
@@ -112,6 +131,31 @@ class _Planned:
     kind: Kind
     previous: Item | None
     reason: str = ""
+    valid_from: str | None = None
+    slot: str | None = None
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Said:
+    """One user message of a batch: its text, when it was said and its episode's key."""
+
+    text: str
+    at: str
+    episode: str | None
+    message_id: str | None
+
+
+def _said(thread_id: str, messages: Sequence[BaseMessage]) -> list[_Said]:
+    said = []
+    for m in messages:
+        if not isinstance(m, HumanMessage) or not (text := message_text(m)).strip():
+            continue
+        at = m.additional_kwargs.get("at") if isinstance(m.additional_kwargs, dict) else None
+        at = at if isinstance(at, str) and at else now()
+        key = episode_key(thread_id, m.id) if m.id else None
+        said.append(_Said(text, at, key, m.id))
+    return said
 
 
 class MemoryManager:
@@ -129,10 +173,10 @@ class MemoryManager:
         self, user_id: str, thread_id: str, messages: Sequence[BaseMessage]
     ) -> list[Change]:
         """Update `user_id`'s memories from `messages` (the new ones of a conversation)."""
-        said = [message_text(m) for m in messages if isinstance(m, HumanMessage)]
-        said = [text for text in said if text.strip()]
+        said = _said(thread_id, messages)
         if not said:
             return []
+        await self._keep_episodes(user_id, thread_id, said)
         if self.uses_model:
             try:
                 planned = await self._plan_with_model(user_id, messages, said)
@@ -144,8 +188,23 @@ class MemoryManager:
 
     async def remember(self, user_id: str, thread_id: str, text: str) -> list[Change]:
         """An explicit "remember this" (`/remember`): rules only, stored as said."""
-        planned = await self._plan_with_rules(user_id, [f"remember: {text}"])
+        explicit = _Said(f"remember: {text}", now(), None, None)
+        planned = await self._plan_with_rules(user_id, [explicit])
         return await self._apply(user_id, thread_id, planned, by="user")
+
+    async def _keep_episodes(self, user_id: str, thread_id: str, said: Sequence[_Said]) -> None:
+        """Write the episodes the turn could not (store outage); usually all exist."""
+        namespace = memory_namespace(user_id)
+        for s in said:
+            if s.episode is None or s.message_id is None:
+                continue
+            if await self.store.aget(namespace, s.episode) is None:
+                at = datetime.fromisoformat(s.at.replace("Z", "+00:00"))
+                value = episode_value(
+                    s.text, thread_id=thread_id, message_id=s.message_id, at=at,
+                    question=is_question(s.text),
+                )
+                await self.store.aput(namespace, s.episode, value)
 
     # -- planning ------------------------------------------------------------------------
 
@@ -153,23 +212,41 @@ class MemoryManager:
         namespace = memory_namespace(user_id)
         best: dict[str, Item] = {}
         for query in list(queries)[-MAX_QUERIES:]:
-            for item in await self.store.asearch(namespace, query=query, limit=SIMILAR_PER_QUERY):
+            hits = await self.store.asearch(
+                namespace, query=query, filter=FACTS_ONLY, limit=SIMILAR_PER_QUERY
+            )
+            for item in hits:
                 seen = best.get(item.key)
                 if seen is None or (item.score or 0) > (seen.score or 0):
                     best[item.key] = item
         ranked = sorted(best.values(), key=lambda item: item.score or 0, reverse=True)
         return ranked[:MAX_SIMILAR]
 
+    async def _recent_episodes(self, user_id: str, said: Sequence[_Said]) -> list[dict[str, str]]:
+        """What the user said lately elsewhere: context for facts said in passing ("it
+        can't have peanuts" makes sense after "we got a puppy")."""
+        own = {s.episode for s in said}
+        items = await self.store.asearch(
+            memory_namespace(user_id), filter={**EPISODES_ONLY, **RECALLABLE},
+            limit=RECENT_EPISODES + len(own),
+        )
+        return [
+            {"said_at": str(item.value.get("valid_from", ""))[:10], "text": item.value["text"]}
+            for item in items
+            if item.key not in own and isinstance(item.value.get("text"), str)
+        ][:RECENT_EPISODES]
+
     async def _plan_with_model(
-        self, user_id: str, messages: Sequence[BaseMessage], said: Sequence[str]
+        self, user_id: str, messages: Sequence[BaseMessage], said: Sequence[_Said]
     ) -> list[_Planned]:
         assert isinstance(self.model, ToolCallingModel)
-        existing = await self._similar(user_id, said)
+        existing = await self._similar(user_id, [s.text for s in said])
         ids = {f"m{n}": item for n, item in enumerate(existing, 1)}
         payload = {
             "existing_memories": [
                 {"id": id_, "text": item.value.get("text", "")} for id_, item in ids.items()
             ],
+            "earlier_messages_of_the_user": await self._recent_episodes(user_id, said),
             "new_messages": [
                 {
                     "from": "user" if isinstance(m, HumanMessage) else "assistant",
@@ -185,19 +262,24 @@ class MemoryManager:
             messages=[HumanMessage(json.dumps(payload, ensure_ascii=False, indent=1))],
         )
         arguments = await self.model.acall_tool(prompt, MEMORY_TOOL)
-        return _resolve(_operations(arguments), ids, existing)
+        sources = tuple(s.episode for s in said if s.episode)
+        return _resolve(_operations(arguments), ids, existing, at=said[-1].at, sources=sources)
 
-    async def _plan_with_rules(self, user_id: str, said: Sequence[str]) -> list[_Planned]:
+    async def _plan_with_rules(self, user_id: str, said: Sequence[_Said]) -> list[_Planned]:
         namespace = memory_namespace(user_id)
         planned: dict[str, _Planned] = {}
-        for text in said:
-            for fact in extract_facts(text):
+        for s in said:
+            sources = (s.episode,) if s.episode else ()
+            for fact in extract_facts(s.text):
                 previous = await self.store.aget(namespace, fact.key)
                 if previous is not None and previous.value.get("text") == fact.text:
                     planned.pop(fact.key, None)
                     continue
                 action: Action = "updated" if previous is not None else "added"
-                planned[fact.key] = _Planned(action, fact.key, fact.text, fact.kind, previous)
+                planned[fact.key] = _Planned(
+                    action, fact.key, fact.text, fact.kind, previous,
+                    valid_from=s.at, slot=getattr(fact, "slot", None), sources=sources,
+                )
         return list(planned.values())
 
     # -- applying ------------------------------------------------------------------------
@@ -209,11 +291,16 @@ class MemoryManager:
         changes: list[Change] = []
         for plan in planned:
             old = plan.previous.value.get("text") if plan.previous else None
+            ended = plan.valid_from or now()
             value = (
                 None
                 if plan.action == "deleted"
-                else memory_value(plan.text or "", plan.kind, thread_id, previous=plan.previous)
+                else memory_value(
+                    plan.text or "", plan.kind, thread_id, previous=plan.previous,
+                    valid_from=plan.valid_from, slot=plan.slot, sources=list(plan.sources),
+                )
             )
+            replaced = plan.previous.value if plan.previous is not None else None
             record = history_put(
                 self.store,
                 namespace,
@@ -224,14 +311,36 @@ class MemoryManager:
                 by=by,
                 thread=thread_id,
                 reason=plan.reason,
+                valid_from=replaced.get("valid_from") if replaced else None,
+                valid_until=ended if replaced else None,
             )
+            writes = [put_op(self.store, namespace, plan.key, value), record]
+            if replaced is not None:
+                writes += await self._supersede(namespace, replaced, plan, by=plan.key, at=ended)
             with metrics.STORE_SECONDS.labels("write").time():
-                await self.store.abatch([put_op(self.store, namespace, plan.key, value), record])
+                await self.store.abatch(writes)
             metrics.MEMORY_WRITES.labels(plan.action).inc()
             changes.append(Change(plan.action, plan.key, old, plan.text if value else None))
         if changes:
             logger.info("memory: %d change(s) for a user by %s", len(changes), by)
         return changes
+
+
+    async def _supersede(
+        self, namespace: tuple[str, ...], replaced: dict[str, Any], plan: _Planned, *, by: str,
+        at: str,
+    ) -> list[PutOp]:
+        """The episodes the replaced fact was learnt from, marked superseded (unless the
+        new version was learnt from the same message)."""
+        writes: list[PutOp] = []
+        for key in replaced.get("sources") or []:
+            if not isinstance(key, str) or key in plan.sources:
+                continue
+            episode = await self.store.aget(namespace, key)
+            if episode is not None and "superseded_by" not in episode.value:
+                value = superseded(episode.value, by=by, at=at)
+                writes.append(put_op(self.store, namespace, key, value))
+        return writes
 
 
 def _operations(arguments: dict[str, Any]) -> list[MemoryOp]:
@@ -252,7 +361,12 @@ def _operations(arguments: dict[str, Any]) -> list[MemoryOp]:
 
 
 def _resolve(
-    ops: Sequence[MemoryOp], ids: dict[str, Item], existing: Sequence[Item]
+    ops: Sequence[MemoryOp],
+    ids: dict[str, Item],
+    existing: Sequence[Item],
+    *,
+    at: str | None = None,
+    sources: tuple[str, ...] = (),
 ) -> list[_Planned]:
     """Operations on keys. Unknown ids, empty texts and no-op rewrites are dropped; an ADD
     whose text is already stored verbatim is a no-op; one memory changes at most once."""
@@ -262,15 +376,20 @@ def _resolve(
         text = " ".join((op.text or "").split())
         if op.action == "ADD" and text and _norm(text) not in stored_texts:
             key = new_key()
-            planned[key] = _Planned("added", key, text, op.kind, None, op.reason)
+            planned[key] = _Planned("added", key, text, op.kind, None, op.reason, at, None, sources)
             stored_texts.add(_norm(text))
         elif op.action in ("UPDATE", "DELETE") and (item := ids.get(op.id or "")) is not None:
             if item.key in planned:
                 continue
             if op.action == "DELETE":
-                planned[item.key] = _Planned("deleted", item.key, None, op.kind, item, op.reason)
+                planned[item.key] = _Planned(
+                    "deleted", item.key, None, op.kind, item, op.reason, at, None, sources
+                )
             elif text and _norm(text) != _norm(item.value.get("text", "")):
-                planned[item.key] = _Planned("updated", item.key, text, op.kind, item, op.reason)
+                planned[item.key] = _Planned(
+                    "updated", item.key, text, op.kind, item, op.reason, at,
+                    item.value.get("slot"), sources,
+                )
     return list(planned.values())
 
 

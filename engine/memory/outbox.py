@@ -16,6 +16,7 @@ Entries younger than a grace period are left to the process working on them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -52,6 +53,10 @@ class Outbox(Protocol):
 
     async def size(self) -> int: ...
 
+    async def discard(self, user_id: str) -> int:
+        """Drop every entry of `user_id` (`/forget`); returns how many."""
+        ...
+
     async def drain(self, apply: Apply, *, older_than: float) -> int:
         """Apply entries at least `older_than` seconds old, oldest first, deleting each
         once applied; stop at the first failure (the store is still down) and re-raise
@@ -60,20 +65,40 @@ class Outbox(Protocol):
 
 
 def _encode(pending: Pending) -> str:
-    said = [{"ai": isinstance(m, AIMessage), "text": message_text(m)} for m in pending.messages]
+    said = [_encode_message(m) for m in pending.messages]
     return json.dumps({"user": pending.user_id, "thread": pending.thread_id, "said": said})
+
+
+def _encode_message(message: BaseMessage) -> dict[str, object]:
+    entry: dict[str, object] = {"ai": isinstance(message, AIMessage), "text": message_text(message)}
+    # A user message's id names its episode and "at" is when it was said: both survive
+    # the journal, so a retried batch dates its facts right and finds its episodes.
+    if message.id:
+        entry["id"] = message.id
+    if isinstance(at := message.additional_kwargs.get("at"), str):
+        entry["at"] = at
+    return entry
 
 
 def _decode(raw: str) -> Pending:
     data = json.loads(raw)
     messages: list[BaseMessage] = [
-        AIMessage(m["text"]) if m["ai"] else HumanMessage(m["text"]) for m in data["said"]
+        AIMessage(m["text"])
+        if m["ai"]
+        else HumanMessage(
+            m["text"], id=m.get("id"), additional_kwargs={"at": m["at"]} if "at" in m else {}
+        )
+        for m in data["said"]
     ]
     return Pending(data["user"], data["thread"], messages)
 
 
 class SqliteOutbox:
     def __init__(self, conn: aiosqlite.Connection) -> None:
+        # Held while an entry is applied and while a user's entries are discarded, so a
+        # `/forget` never races a retry of that user's learning (which would re-learn
+        # the erased facts after the erasure).
+        self._applying = asyncio.Lock()
         self._conn = conn
 
     @classmethod
@@ -106,17 +131,32 @@ class SqliteOutbox:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
+    async def discard(self, user_id: str) -> int:
+        async with self._applying:
+            cur = await self._conn.execute(
+                "DELETE FROM outbox WHERE json_extract(entry, '$.user') = ?", (user_id,)
+            )
+            await self._conn.commit()
+        return cur.rowcount
+
     async def drain(self, apply: Apply, *, older_than: float) -> int:
         async with self._conn.execute(
-            "SELECT id, entry FROM outbox WHERE added_at <= ? ORDER BY id",
+            "SELECT id FROM outbox WHERE added_at <= ? ORDER BY id",
             (time.time() - older_than,),
         ) as cur:
             rows: Sequence[aiosqlite.Row] = list(await cur.fetchall())
         applied = 0
-        for row_id, entry in rows:
-            await apply(_decode(entry))
-            await self._conn.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
-            await self._conn.commit()
+        for (row_id,) in rows:
+            async with self._applying:
+                async with self._conn.execute(
+                    "SELECT entry FROM outbox WHERE id = ?", (row_id,)
+                ) as cur:
+                    row = await cur.fetchone()
+                if row is None:
+                    continue  # discarded (forgotten) or applied by its first attempt
+                await apply(_decode(row[0]))
+                await self._conn.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+                await self._conn.commit()
             applied += 1
         return applied
 
@@ -154,6 +194,13 @@ class PostgresOutbox:
             cur = await conn.execute(f"SELECT count(*) AS n FROM {self.TABLE}")
             row = await cur.fetchone()
         return int(row["n"]) if row else 0
+
+    async def discard(self, user_id: str) -> int:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                f"DELETE FROM {self.TABLE} WHERE (entry::jsonb ->> 'user') = %s", (user_id,)
+            )
+            return cur.rowcount
 
     async def drain(self, apply: Apply, *, older_than: float) -> int:
         applied = 0

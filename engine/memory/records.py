@@ -1,7 +1,21 @@
 """What a stored memory looks like, and the append-only record of how it changed.
 
-A memory value is `{"text", "kind", "source_thread", "created_at", "updated_at"}` in the
-user's namespace `("memories", user_id)`; only "text" is embedded. Every change (added,
+Two kinds of memory share the user's namespace `("memories", user_id)`, so one search
+(and one `/forget`) covers both; only "text" is embedded:
+
+- a **fact** `{"text", "kind", "source_thread", "valid_from", "slot"?, "sources",
+  "created_at", "updated_at"}`: something durable that was extracted, in the user's first
+  person. `valid_from` is when it became true (when it was said), not when it was written.
+- an **episode** `{"text", "kind": "episode" | "question", "source_thread", "message_id",
+  "valid_from", ...}`: a user message kept verbatim at turn time, so whatever was said in
+  passing can be recalled even when no extractor understood it. Questions are kept as
+  episodes of kind "question" and never recalled (a question does not answer itself).
+
+Facts are bi-temporal the simple way: the current version lives in the namespace, a
+replaced one lives on in the history with its `valid_until`; the episodes a replaced fact
+came from are marked `superseded_by` so recall never quotes the stale statement.
+
+Every change (added,
 updated, deleted, merged) is appended as its own unembedded item in the user's
 `("memory_history", user_id)` namespace, so "why do you think I live in Lisbon?" has an
 answer (old text -> new text, by what, from which thread, when) even after the memory
@@ -22,8 +36,21 @@ from engine.memory.namespace import memory_namespace
 Kind = Literal["fact", "preference", "event", "instruction"]
 KINDS: tuple[Kind, ...] = ("fact", "preference", "event", "instruction")
 Action = Literal["added", "updated", "deleted", "merged"]
+EPISODE = "episode"
+QUESTION = "question"
+EPISODIC = (EPISODE, QUESTION)
 
 HISTORY = "memory_history"
+
+# What recall may return: no questions, nothing superseded. (`$ne` also matches items
+# without the field, i.e. everything stored before episodes existed.)
+# String flags, not booleans: each store filter compares one field, and strings compare
+# the same on every backend.
+NEVER = "never"
+RECALLABLE: dict[str, Any] = {"recall": {"$ne": NEVER}}
+# Facts only: what `/memories` lists and extraction reconciles against.
+FACTS_ONLY: dict[str, Any] = {"memory_type": {"$ne": EPISODE}}
+EPISODES_ONLY: dict[str, Any] = {"memory_type": EPISODE}
 
 
 def history_namespace(user_id: str) -> tuple[str, str]:
@@ -31,26 +58,78 @@ def history_namespace(user_id: str) -> tuple[str, str]:
 
 
 def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return stamp(datetime.now(UTC))
+
+
+def stamp(at: datetime) -> str:
+    """The one way times are written into values (ISO 8601, UTC, milliseconds)."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def new_key() -> str:
     return f"mem-{uuid.uuid4().hex}"
 
 
+def is_episode(value: dict[str, Any]) -> bool:
+    return value.get("kind") in EPISODIC
+
+
 def memory_value(
-    text: str, kind: Kind, source_thread: str, *, previous: Item | None = None
+    text: str,
+    kind: Kind,
+    source_thread: str,
+    *,
+    previous: Item | None = None,
+    valid_from: str | None = None,
+    slot: str | None = None,
+    sources: list[str] | None = None,
 ) -> dict[str, Any]:
     """The value to store; an update keeps the memory's creation time."""
-    stamp = now()
-    created = previous.value.get("created_at", stamp) if previous else stamp
-    return {
+    written = now()
+    created = previous.value.get("created_at", written) if previous else written
+    value: dict[str, Any] = {
         "text": text,
         "kind": kind,
         "source_thread": source_thread,
+        "valid_from": valid_from or written,
+        "sources": list(sources or []),
         "created_at": created,
-        "updated_at": stamp,
+        "updated_at": written,
     }
+    if slot:
+        value["slot"] = slot
+    return value
+
+
+def episode_key(thread_id: str, message_id: str) -> str:
+    """Stable per message: a redelivered or retried message rewrites its episode."""
+    name = thread_id + "\x00" + message_id
+    return f"ep-{uuid.uuid5(uuid.NAMESPACE_URL, name).hex}"
+
+
+def episode_value(
+    text: str, *, thread_id: str, message_id: str, at: datetime, question: bool
+) -> dict[str, Any]:
+    written = now()
+    return {
+        "text": text,
+        "kind": QUESTION if question else EPISODE,
+        "memory_type": EPISODE,
+        **({"recall": NEVER} if question else {}),
+        "source_thread": thread_id,
+        "message_id": message_id,
+        "valid_from": stamp(at),
+        "created_at": written,
+        "updated_at": written,
+    }
+
+
+def superseded(value: dict[str, Any], *, by: str, at: str) -> dict[str, Any]:
+    """An episode whose statement a newer fact replaced: kept (the user said it), but
+    never recalled again."""
+    return {**value, "recall": NEVER, "superseded_by": by, "valid_until": at}
 
 
 def put_op(
@@ -78,6 +157,8 @@ def history_put(
     by: str,
     thread: str,
     reason: str = "",
+    valid_from: str | None = None,
+    valid_until: str | None = None,
 ) -> PutOp:
     """One history entry as a store write (batched with the memory write it explains).
 
@@ -94,6 +175,10 @@ def history_put(
         "reason": reason,
         "at": now(),
     }
+    if valid_from:
+        value["valid_from"] = valid_from  # when the replaced text had become true
+    if valid_until:
+        value["valid_until"] = valid_until  # when it stopped being true
     key = f"{memory_key}:{uuid.uuid4().hex[:12]}"
     return put_op(store, (HISTORY, *namespace[1:]), key, value, index=False)
 

@@ -82,6 +82,23 @@ class DebouncedWriter:
                 self._run(thread_id, state), name=f"after-turn:{thread_id}"
             )
 
+    def discard(self, user_id: str) -> int:
+        """Drop `user_id`'s queued (not yet running) messages everywhere (`/forget`);
+        returns how many threads had some."""
+        dropped = 0
+        for thread_id in list(self._by_user.get(user_id, ())):
+            state = self._threads.get(thread_id)
+            batch = state.pending if state is not None else None
+            if batch is None or user_id not in batch.messages:
+                continue
+            del batch.messages[user_id]
+            batch.user_ids.remove(user_id)
+            if not batch.user_ids:
+                assert state is not None
+                state.pending = None
+            dropped += 1
+        return dropped
+
     def pending(self, user_id: str | None = None) -> list[str]:
         """Threads with queued or running work (for `user_id`, or anyone)."""
         return [t for t, state in self._threads.items() if state.involves(user_id)]

@@ -1,0 +1,90 @@
+"""Recall: the user's facts and episodes that bear on what they just said, with dates.
+
+One hybrid query in the user's own namespace (dense + BM25 + recency, run by Qdrant;
+`engine.store.hybrid`), filtered to what may be recalled: no questions, nothing a newer
+statement replaced. Facts and episodes come back together, each with the time it was
+said or became true, so an answer can say "on 12 Nov you said …" and a prompt can show
+which of two statements is newer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from langgraph.store.base import BaseStore, Item
+
+from engine.memory.namespace import memory_namespace
+from engine.memory.records import RECALLABLE, is_episode
+from engine.store.hybrid import HybridConfig, hybrid_config
+
+
+@dataclass(frozen=True)
+class Recalled:
+    key: str
+    text: str
+    kind: str
+    when: datetime | None  # when it was said / became true
+    score: float | None  # the store's hybrid score; None when the store has no index
+    # The part of the score that is about meaning (dense + BM25): the score without the
+    # recency and kind bonuses, which order close candidates but say nothing about
+    # whether one answers the question at all.
+    relevance: float | None = None
+
+    @property
+    def episode(self) -> bool:
+        return self.kind in ("episode", "question")
+
+
+def _when(item: Item) -> datetime | None:
+    raw = item.value.get("valid_from") or item.value.get("created_at")
+    if isinstance(raw, str):
+        try:
+            return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return item.created_at
+
+
+def _bonus(config: HybridConfig | None, value: dict[str, Any], now: datetime) -> float:
+    """The recency and boost terms of the store's formula for this item."""
+    if config is None:
+        return 0.0
+    boosts = config.get("boosts") or []
+    bonus = sum(float(b["weight"]) for b in boosts if value.get(b["field"]) == b["value"])
+    raw = value.get(config.get("time_field") or "")
+    if isinstance(raw, str):
+        try:
+            when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            return bonus
+        age_days = abs((now - when).total_seconds()) / 86_400
+        bonus += float(config["recency_weight"]) * 0.5 ** (age_days / config["half_life_days"])
+    return bonus
+
+
+def recalled(
+    item: Item, config: HybridConfig | None = None, now: datetime | None = None
+) -> Recalled | None:
+    text = item.value.get("text")
+    if not isinstance(text, str) or not text.strip():
+        return None
+    kind = "episode" if is_episode(item.value) else str(item.value.get("kind", "fact"))
+    score = getattr(item, "score", None)
+    relevance = None
+    if score is not None:
+        relevance = score - _bonus(config, item.value, now or datetime.now(UTC))
+    return Recalled(item.key, text, kind, _when(item), score, relevance)
+
+
+async def recall(store: BaseStore, user_id: str, query: str, *, limit: int) -> list[Recalled]:
+    """The best `limit` recallable memories of `user_id` for `query`, best first."""
+    if limit <= 0:
+        return []
+    now = datetime.now(UTC)
+    items = await store.asearch(
+        memory_namespace(user_id), query=query, filter=RECALLABLE, limit=limit
+    )
+    config = hybrid_config(getattr(store, "index_config", None))
+    return [r for item in items if (r := recalled(item, config, now)) is not None]

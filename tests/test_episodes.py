@@ -1,0 +1,213 @@
+"""Episodes and facts with time, through `MemoryBot` on the default offline path: what a
+person said is recallable in the next thread at once, an update supersedes the old value
+(which is never stated again), a never-said question gets "I don't know", and `/forget`
+erases episodes, facts, history and journaled learning."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.bot import MemoryBot
+from engine.memory.manager import MEMORY_TOOL
+from engine.memory.namespace import memory_namespace
+from engine.memory.outbox import Pending
+from engine.memory.records import EPISODES_ONLY, episode_key, history_namespace
+from engine.settings import Settings
+from tests.fakes.llm import FakeLLM, ToolUse, echo_reply
+from tests.llm_settings import fake_llm_settings
+
+DONT_KNOW = "I don't know"
+LEARN_NEVER = 3600.0  # a debounce no test outlives: nothing is learnt unless flushed
+
+
+def offline(data_dir: Path, **extra: Any) -> Settings:
+    return Settings(data_dir=data_dir, llm_provider="offline", **extra)
+
+
+@pytest.fixture
+async def bot(tmp_path: Path, local_embeddings) -> AsyncIterator[MemoryBot]:
+    async with MemoryBot.open(
+        offline(tmp_path, memory_debounce_seconds=LEARN_NEVER), embeddings=local_embeddings
+    ) as opened:
+        yield opened
+
+
+async def test_said_in_one_thread_is_recalled_in_the_next_with_no_learning(bot) -> None:
+    await bot.chat(
+        user_id="u1", thread_id="a", text="we finally moved! we're living in Braga now"
+    )
+    # Learning has not run (the writer waits an hour): the episode alone answers.
+    assert bot.writer.pending("u1") == ["a"]
+    reply = await bot.chat(user_id="u1", thread_id="b", text="which city do I live in?")
+    assert "Braga" in reply.text and "you said" in reply.text, reply.text
+    assert bot.writer.pending("u1") == ["a", "b"]  # still nothing flushed for the turn
+
+
+async def test_an_answer_from_an_episode_quotes_it_with_its_date(bot) -> None:
+    said = datetime(2026, 3, 12, 9, 30, tzinfo=UTC)
+    await bot.chat(
+        user_id="u1", thread_id="a", at=said,
+        text="my son can't have peanuts, I carry an EpiPen for him",
+    )
+    reply = await bot.chat(user_id="u1", thread_id="b", text="what can't my son have?")
+    assert "On 12 Mar 2026 you said" in reply.text or "On 12 Mar you said" in reply.text
+    assert "peanuts" in reply.text
+
+
+async def test_a_statement_is_answered_with_what_was_kept(bot) -> None:
+    reply = await bot.chat(user_id="u1", thread_id="a", text="I'm an electrician, busy weekends")
+    assert reply.text.startswith("[offline] Noted:") and "electrician" in reply.text
+    chatter = await bot.chat(user_id="u1", thread_id="a", text="the build keeps failing on main")
+    assert "Noted" not in chatter.text and "kept what you said" in chatter.text
+    [episode] = [e for e in await bot.episodes("u1") if "build" in e.value["text"]]
+    assert episode.value["text"] == "the build keeps failing on main"
+
+
+async def test_a_never_said_question_gets_i_dont_know(bot) -> None:
+    await bot.chat(
+        user_id="u1", thread_id="a", text="my name is Hyun-woo but everyone calls me Woody"
+    )
+    await bot.flush_memories()
+    brother = await bot.chat(user_id="u1", thread_id="b", text="what's my brother's name?")
+    assert DONT_KNOW in brother.text and "Hyun-woo" not in brother.text
+    nickname = await bot.chat(user_id="u1", thread_id="c", text="what do people call me?")
+    assert "Woody" in nickname.text
+    stranger = await bot.chat(user_id="u2", thread_id="d", text="what is my name?")
+    assert DONT_KNOW in stranger.text and "Hyun-woo" not in stranger.text
+
+
+async def test_questions_are_kept_but_never_recalled(bot) -> None:
+    await bot.chat(user_id="u1", thread_id="a", text="what is my favourite colour?")
+    again = await bot.chat(user_id="u1", thread_id="b", text="what is my favourite colour?")
+    assert DONT_KNOW in again.text
+    kinds = sorted(e.value["kind"] for e in await bot.episodes("u1"))
+    assert kinds == ["question", "question"]
+
+
+async def test_an_update_supersedes_and_the_old_value_is_never_stated(bot) -> None:
+    start = datetime.now(UTC) - timedelta(days=30)
+    await bot.chat(user_id="u1", thread_id="a", text="I live in Lisbon", at=start)
+    await bot.flush_memories()
+    await bot.chat(
+        user_id="u1", thread_id="b", text="I live in Porto now", at=start + timedelta(days=20)
+    )
+    await bot.flush_memories()
+    for thread in ("c", "d"):
+        reply = await bot.chat(user_id="u1", thread_id=thread, text="where do I live?")
+        assert "Porto" in reply.text and "Lisbon" not in reply.text, reply.text
+    facts = [m.value["text"] for m in await bot.memories("u1")]
+    assert not any("Lisbon" in text for text in facts), facts
+    # The old value lives on in the history, with the time it stopped being true ...
+    [replaced] = [h for h in await bot.memory_history("u1") if h["old"] and "Lisbon" in h["old"]]
+    assert replaced["action"] == "updated" and "Porto" in replaced["new"]
+    assert replaced["valid_until"].startswith((start + timedelta(days=20)).date().isoformat())
+    # ... and the episode that said it is kept but marked superseded.
+    [old] = [e for e in await bot.episodes("u1") if e.value["text"] == "I live in Lisbon"]
+    assert old.value["superseded_by"] and old.value["recall"] == "never"
+
+
+async def test_forget_erases_episodes_facts_history_and_journaled_learning(bot) -> None:
+    await bot.chat(user_id="u1", thread_id="a", text="My name is Bob. I live in Leeds")
+    await bot.chat(user_id="u2", thread_id="z", text="My name is Ann")
+    await bot.flush_memories()
+    await bot.chat(user_id="u1", thread_id="a", text="I'm a nurse")  # pending, not learnt
+    assert bot.journal is not None
+    # Learning that failed earlier and waits in the journal for a retry.
+    await bot.journal.add(Pending("u1", "old", [_said("I play the cello")]))
+    assert await bot.memories("u1") and await bot.episodes("u1")
+
+    await bot.forget("u1")
+
+    assert await bot.memories("u1") == [] and await bot.episodes("u1") == []
+    assert await bot.memory_history("u1") == []
+    assert await bot.journal.size() == 0
+    assert await bot.retry_journal(older_than=0) == 0
+    await bot.flush_memories()
+    assert await bot.store.asearch(memory_namespace("u1"), limit=100) == []
+    assert await bot.store.asearch(history_namespace("u1"), limit=100) == []
+    reply = await bot.chat(user_id="u1", thread_id="b", text="what is my name?")
+    assert DONT_KNOW in reply.text
+    assert [m.value["text"] for m in await bot.memories("u2")] == ["My name is Ann."]
+
+
+async def test_a_redelivered_message_keeps_one_episode(bot) -> None:
+    for _ in range(2):
+        await bot.chat(user_id="u1", thread_id="a", text="I play the cello", message_id="m1")
+    episodes = await bot.episodes("u1")
+    assert [e.key for e in episodes] == [episode_key("a", "m1")]
+
+
+async def test_an_episode_lost_to_a_store_outage_is_written_by_learning(bot) -> None:
+    # A batch journaled during an outage names its message: learning writes the episode.
+    assert bot.journal is not None
+    await bot.journal.add(Pending("u1", "t", [_said("I keep bees on the roof", "m9")]))
+    assert await bot.retry_journal(older_than=0) == 1
+    [episode] = await bot.store.asearch(memory_namespace("u1"), filter=EPISODES_ONLY)
+    assert episode.key == episode_key("t", "m9")
+    assert episode.value["text"] == "I keep bees on the roof"
+
+
+def _said(text: str, message_id: str | None = None):
+    from langchain_core.messages import HumanMessage
+
+    at = datetime.now(UTC).isoformat()
+    return HumanMessage(text, id=message_id, additional_kwargs={"at": at})
+
+
+# -- with a language model (the fake one): the plumbing of UPDATE and what the prompt holds --
+
+
+def _payload(body: dict[str, Any]) -> dict[str, Any]:
+    for message in body["messages"]:
+        if message["role"] == "user":
+            content = message["content"]
+            return json.loads(content if isinstance(content, str) else content[0]["text"])
+    raise AssertionError("no user message")
+
+
+def mover(body: dict[str, Any]) -> str | ToolUse:
+    """Extraction: ADD where the user lives; UPDATE it when they move."""
+    if not body.get("tools"):
+        return echo_reply(body)
+    payload = _payload(body)
+    said = " ".join(m["text"] for m in payload["new_messages"] if m["from"] == "user")
+    existing = {m["text"]: m["id"] for m in payload["existing_memories"]}
+    if "moved to Porto" in said and "I live in Lisbon." in existing:
+        update = {"action": "UPDATE", "id": existing["I live in Lisbon."]}
+        return ToolUse(MEMORY_TOOL.name, {"operations": [update | {"text": "I live in Porto."}]})
+    if "Lisbon" in said:
+        add = {"action": "ADD", "text": "I live in Lisbon."}
+        return ToolUse(MEMORY_TOOL.name, {"operations": [add]})
+    return ToolUse(MEMORY_TOOL.name, {"operations": []})
+
+
+async def test_with_a_model_an_update_supersedes_and_the_prompt_drops_the_stale_value(
+    tmp_path: Path, local_embeddings
+) -> None:
+    async with FakeLLM(mover) as fake:
+        settings = fake_llm_settings(fake, tmp_path, "anthropic", memory_debounce_seconds=0.0)
+        async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
+            await bot.chat(user_id="u1", thread_id="a", text="hi, I live in Lisbon")
+            await bot.flush_memories()
+            await bot.chat(user_id="u1", thread_id="b", text="big news: we moved to Porto")
+            await bot.flush_memories()
+            fake.requests.clear()
+            await bot.chat(user_id="u1", thread_id="c", text="where do I live these days?")
+            [chat] = [r for r in fake.requests if not r.body.get("tools")]
+            system = json.dumps(chat.body.get("system"))
+            assert "I live in Porto." in system and "Lisbon" not in system, system
+            # The extraction call saw the user's earlier messages from other threads.
+            await bot.flush_memories()
+            extractions = [_payload(r.body) for r in fake.requests if r.body.get("tools")]
+            assert any(
+                "big news: we moved to Porto" in json.dumps(p["earlier_messages_of_the_user"])
+                for p in extractions
+            )
+            [fact] = await bot.memories("u1")
+            assert fact.value["text"] == "I live in Porto." and fact.value["valid_from"]
