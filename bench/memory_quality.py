@@ -37,10 +37,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import header, ratio, table, target, write_json  # noqa: E402
-from engine.bot import MemoryBot  # noqa: E402
-from engine.memory.recall import Recalled, recall  # noqa: E402
-from engine.settings import Settings  # noqa: E402
+from bench.report import header, ratio, table, target, write_json
+from engine.bot import MemoryBot
+from engine.memory.recall import Recalled, recall
+from engine.settings import Settings
 
 DATA = Path(__file__).parent / "data" / "memory_quality.json"
 QUICK_PERSONAS = ("p01", "p02", "p03")
@@ -232,7 +232,7 @@ def main() -> int:
     print(header("Memory quality (offline default, through MemoryBot)"))
     print(text)
     if args.misses:
-        for kind, t in result["tallies"].items():
+        for t in result["tallies"].values():
             for miss in t.misses:
                 print(json.dumps(miss, ensure_ascii=False))
     write_json(

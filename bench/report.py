@@ -39,10 +39,10 @@ def target(
     name: str, value: float | None, goal: float, *, at_least: bool = True, fmt: str = "{:.2f}"
 ) -> tuple[str, bool]:
     """One target line and whether it was met."""
-    if value is None:
-        return f"{name}: not measured (target {'≥' if at_least else '≤'} {fmt.format(goal)}) MISS", False
-    met = value >= goal if at_least else value <= goal
     sign = "≥" if at_least else "≤"
+    if value is None:
+        return f"{name}: not measured (target {sign} {fmt.format(goal)}) MISS", False
+    met = value >= goal if at_least else value <= goal
     verdict = "PASS" if met else "MISS"
     return f"{name}: {fmt.format(value)} (target {sign} {fmt.format(goal)}) {verdict}", met
 

@@ -407,6 +407,7 @@ async def migrate(
     Everything that can be checked before writing is checked first."""
     from engine.embeddings import make_embeddings
     from engine.store.factory import index_config
+    from engine.store.server import HybridQdrantStore
 
     store_path = settings.store_path
     checkpoints_path = _preflight(settings, postgres_dsn)
@@ -427,7 +428,9 @@ async def migrate(
         raise
     reports = []
     async with source:
-        async with AsyncQdrantStore.from_url(
+        # The server store the bot will use, so the target gets the hybrid search's
+        # full-text index too; episodes, facts and history are points like any other.
+        async with HybridQdrantStore.from_url(
             qdrant_url,
             api_key=qdrant_api_key,
             collection_name=settings.qdrant_collection,

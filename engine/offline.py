@@ -118,14 +118,40 @@ def _quote(text: str) -> str:
     return f"“{text}”"
 
 
-def _answer(memory: Recalled, now: datetime) -> str:
-    if memory.episode:
-        said = f"On {_date(memory.when, now)} you said" if memory.when else "You said"
-        return f"{said}: {_quote(memory.text)}"
-    fact = _as_sentence(to_second_person(memory.text))
-    if memory.when:
-        fact = f"{fact[:-1]} (you told me on {_date(memory.when, now)}){fact[-1]}"
+_FUNCTION_WORDS = frozenset(
+    "a an the is am are was were be been do does did i me my mine we our us you your what "
+    "who whom whose where when which why how to of in on at for with about again remind "
+    "tell know any anything still now these days".split()
+)
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z0-9']+", text.lower()) if w not in _FUNCTION_WORDS}
+
+
+def _stated(question: str, episode: str) -> str | None:
+    """The fact the rules find in an episode, when it shares a content word with the
+    question: "what is my name?" + "Hi! Remember: my name is Bob" -> "My name is Bob."
+    (the same fact learning will store), rather than the whole message."""
+    asked = _content_words(question)
+    matching = [f.text for f in extract_facts(episode) if asked & _content_words(f.text)]
+    return matching[0] if len(matching) == 1 else None
+
+
+def _as_fact(text: str, when: datetime | None, now: datetime) -> str:
+    fact = _as_sentence(to_second_person(text))
+    if when:
+        fact = f"{fact[:-1]} (you told me on {_date(when, now)}){fact[-1]}"
     return fact
+
+
+def _answer(question: str, memory: Recalled, now: datetime) -> str:
+    if not memory.episode:
+        return _as_fact(memory.text, memory.when, now)
+    if (fact := _stated(question, memory.text)) is not None:
+        return _as_fact(fact, memory.when, now)
+    said = f"On {_date(memory.when, now)} you said" if memory.when else "You said"
+    return f"{said}: {_quote(memory.text)}"
 
 
 def offline_reply(
@@ -148,4 +174,4 @@ def offline_reply(
     found = answers(user_text, memories, min_score=min_score)
     if not found:
         return OFFLINE_PREFIX + DONT_KNOW
-    return OFFLINE_PREFIX + _answer(found[0], now)
+    return OFFLINE_PREFIX + _answer(user_text, found[0], now)

@@ -47,21 +47,25 @@ def _when(item: Item) -> datetime | None:
     return item.created_at
 
 
-def _bonus(config: HybridConfig | None, value: dict[str, Any], now: datetime) -> float:
-    """The recency and boost terms of the store's formula for this item."""
+def _relevance(
+    score: float, config: HybridConfig | None, value: dict[str, Any], now: datetime
+) -> float:
+    """The store's formula (engine/store/hybrid.py) undone down to its meaning part:
+    the boosts subtracted, the recency factor divided out."""
     if config is None:
-        return 0.0
+        return score
     boosts = config.get("boosts") or []
-    bonus = sum(float(b["weight"]) for b in boosts if value.get(b["field"]) == b["value"])
+    score -= sum(float(b["weight"]) for b in boosts if value.get(b["field"]) == b["value"])
     raw = value.get(config.get("time_field") or "")
     if isinstance(raw, str):
         try:
             when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         except ValueError:
-            return bonus
+            return score
         age_days = abs((now - when).total_seconds()) / 86_400
-        bonus += float(config["recency_weight"]) * 0.5 ** (age_days / config["half_life_days"])
-    return bonus
+        decay = 0.5 ** (age_days / float(config["half_life_days"]))
+        score /= 1 + float(config["recency_weight"]) * decay
+    return score
 
 
 def recalled(
@@ -74,7 +78,7 @@ def recalled(
     score = getattr(item, "score", None)
     relevance = None
     if score is not None:
-        relevance = score - _bonus(config, item.value, now or datetime.now(UTC))
+        relevance = _relevance(score, config, item.value, now or datetime.now(UTC))
     return Recalled(item.key, text, kind, _when(item), score, relevance)
 
 

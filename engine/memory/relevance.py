@@ -69,6 +69,13 @@ _WORD = re.compile(r"[^\W\d_]+(?:['’][a-z]+)?", re.IGNORECASE)
 _OWNED = re.compile(r"\b(?:my|our)\s+(?:(\w+)(?:'s|’s|s')\s+)?(\w+)", re.IGNORECASE)
 
 
+# A question after someone's name, and a memory giving the user's own.
+_NAMING = re.compile(r"\b(?:name|names|called|named|call)\b", re.IGNORECASE)
+_OWN_NAME = re.compile(
+    r"\b(?:my\s+name|call\s+me|calls\s+me|i\s+go\s+by|i'?m\s+called|name'?s)\b", re.IGNORECASE
+)
+
+
 def _relations(text: str) -> tuple[set[tuple[str, str]], set[str]]:
     """The specific relations a text names, and the categories it names wholesale."""
     found: set[tuple[str, str]] = set()
@@ -97,10 +104,12 @@ def about_someone_else(question: str, memory: str, *, fact: bool = False) -> boo
             return True
         if any(c == category for c, _ in said):
             return True  # "my daughter's name?" vs "my son Leo"
+        if _NAMING.search(question) and _OWN_NAME.search(memory):
+            return True  # "what's my dog called?" vs "my name is Bob"
         for owner, thing in _OWNED.findall(question.lower()):
             if owner and _GROUPS.get(owner) == (category, group):
                 if re.search(rf"\b(?:my|our)\s+{re.escape(thing)}\b", lowered):
-                    return True  # "my brother's name?" vs "my name is Hyun-woo"
+                    return True  # "my brother's age?" vs "my age is 34"
     if not asked and not asked_any:
         for owner, thing in _OWNED.findall(question.lower()):
             if owner or thing in _GROUPS or thing in _UMBRELLAS:

@@ -240,10 +240,10 @@ _TOKENIZERS = {
 
 
 def _text_index(schema: models.TextIndexParams) -> qe.TextIndexParams:
-    """The subset of text-index options the hybrid search sets (English only)."""
+    """The subset of text-index options the hybrid search may set (English only)."""
     english = models.Language.ENGLISH
     return qe.TextIndexParams(
-        tokenizer=_TOKENIZERS[schema.tokenizer or models.TokenizerType.WORD],
+        tokenizer=_TOKENIZERS[schema.tokenizer] if schema.tokenizer else None,
         lowercase=schema.lowercase,
         stopwords=qe.Language.English if schema.stopwords == english else None,
         stemmer=qe.SnowballParams(qe.SnowballLanguage.English) if schema.stemmer else None,

@@ -11,10 +11,13 @@ engine (Qdrant Edge) and on a Qdrant server:
 
 - prefetch 1: dense nearest neighbours of the query vector (the store's usual vector);
 - prefetch 2: BM25 over a full-text payload index of the value's text field
-  (`TextQuery`; stemmed, English stop words removed);
+  (`TextQuery`; Qdrant's default tokenization, lowercased words: the one tokenization
+  that Qdrant Edge, a Qdrant server and qdrant-client's in-process mode all share, so
+  one query ranks alike everywhere and is testable without a server);
 - a `FormulaQuery` that scores each candidate as
-  `dense + lexical_weight * bm25 / (bm25 + 1) + recency_weight * exp_decay(time_field)`,
-  the decay halving every `half_life_days` before "now".
+  `(dense + lexical_weight * bm25 / (bm25 + 1)) * (1 + recency_weight * decay) + boosts`,
+  the decay halving every `half_life_days` before "now", each boost a constant added
+  where a value field holds a given value.
 
 A formula rather than RRF fusion: RRF keeps only ranks, and the caller needs a score that
 means something ("is anything here relevant at all?"); the saturated BM25 term and the
@@ -52,7 +55,8 @@ class HybridConfig(TypedDict, total=False):
     lexical_weight: float
     """Weight of the saturated BM25 score, in [0, 1) (default 0.3)."""
     recency_weight: float
-    """Weight of the recency decay, in [0, 1) (default 0.1)."""
+    """How much more a statement made now weighs than one made long ago: relevance is
+    multiplied by `1 + recency_weight * decay` (default 0.1)."""
     candidates: int
     """How many candidates each prefetch brings (default 50)."""
     boosts: list[Boost]
@@ -93,17 +97,8 @@ def time_path(config: HybridConfig) -> str:
 
 
 def text_index() -> models.TextIndexParams:
-    """The full-text index BM25 runs on: words, lowercased, English stems and stop words."""
-    return models.TextIndexParams(
-        type=models.TextIndexType.TEXT,
-        tokenizer=models.TokenizerType.WORD,
-        lowercase=True,
-        stopwords=models.Language.ENGLISH,
-        stemmer=models.SnowballParams(
-            type=models.Snowball.SNOWBALL, language=models.SnowballLanguage.ENGLISH
-        ),
-        scoring=True,
-    )
+    """The full-text index BM25 runs on (default tokenization, with scoring)."""
+    return models.TextIndexParams(type=models.TextIndexType.TEXT, scoring=True)
 
 
 def hybrid_request(
@@ -153,13 +148,17 @@ def hybrid_request(
         )
         for boost in config.get("boosts") or []
     ]
+    relevance = models.SumExpression(
+        sum=["$score[0]", models.MultExpression(mult=[float(config["lexical_weight"]), saturated])]
+    )
+    # Recency scales relevance instead of adding to it: a recent message that has nothing
+    # to do with the question gains (almost) nothing, while of two statements on the same
+    # subject the newer one wins.
+    freshness = models.SumExpression(
+        sum=[1.0, models.MultExpression(mult=[float(config["recency_weight"]), recency])]
+    )
     formula = models.SumExpression(
-        sum=[
-            "$score[0]",
-            models.MultExpression(mult=[float(config["lexical_weight"]), saturated]),
-            models.MultExpression(mult=[float(config["recency_weight"]), recency]),
-            *boosts,
-        ]
+        sum=[models.MultExpression(mult=[relevance, freshness]), *boosts]
     )
     return models.QueryRequest(
         prefetch=[dense, lexical],
