@@ -3,7 +3,8 @@
 Jobs (each switchable; schedule "off", "every 30m" / "every 6h" / "every 1d", or a
 crontab line such as "0 3 * * *", in UTC):
 - `ttl_sweep`: delete expired memories (only when `memory_ttl_days` is set);
-- `consolidate`: merge near-duplicate memories of every user (`engine.memory.consolidate`);
+- `consolidate`: merge near-duplicate facts of every user (`engine.memory.consolidate`),
+  then delete episodes older than `episode_retention_days`;
 - `prune_checkpoints`: delete conversations idle longer than `checkpoint_retention_days`
   (off unless that is set).
 
@@ -29,7 +30,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from engine.locks import Locks
-from engine.memory.consolidate import consolidate
+from engine.memory.consolidate import consolidate, prune_episodes
 
 logger = logging.getLogger(__name__)
 
@@ -166,9 +167,13 @@ class MemoryScheduler:
 
     async def _consolidate(self) -> list[Any]:
         await self.bot.flush_memories()
-        return await consolidate(
+        merged = await consolidate(
             self.bot.store, self.bot.model, threshold=self.bot.settings.consolidate_threshold
         )
+        if (days := self.bot.settings.episode_retention_days) is not None:
+            pruned = await prune_episodes(self.bot.store, older_than=timedelta(days=days))
+            logger.info("episodes older than %g days deleted: %d", days, pruned)
+        return merged
 
     async def _prune(self) -> list[str]:
         days = self.bot.settings.checkpoint_retention_days

@@ -98,9 +98,9 @@ class Settings(BaseSettings):
     # Memory behaviour.
     memory_top_k: int = Field(default=5, ge=0, le=100)
     memory_min_relevance: float = Field(
-        default=0.3,
-        description="Search score below which the offline model ignores a recalled memory "
-        "(all-MiniLM-L6-v2: related facts score ~0.5+, unrelated ones ~0.1).",
+        default=0.25,
+        description="Relevance (meaning part of the hybrid recall score) below which the "
+        "offline model says it doesn't know; calibrated on bench/memory_quality.py.",
     )
     max_message_chars: int = Field(
         default=16_000, ge=1, description="Longer messages get a polite refusal, not a reply."
@@ -157,6 +157,12 @@ class Settings(BaseSettings):
         le=1,
         description="Similarity above which two memories are merge candidates (a language "
         "model confirms each merge; without one, only pairs above 0.95 merge).",
+    )
+    episode_retention_days: float | None = Field(
+        default=365,
+        gt=0,
+        description="Messages kept verbatim (episodes) older than this are deleted by the "
+        "nightly consolidation job; the facts learnt from them stay. Unset = kept forever.",
     )
     checkpoint_retention_days: float | None = Field(
         default=None,

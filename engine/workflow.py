@@ -34,6 +34,7 @@ from langgraph.store.base import BaseStore
 
 from engine import metrics
 from engine.conversation import ThreadState, compact, recent_messages, text_tokens, thread_state
+from engine.memory.extract import is_correction
 from engine.memory.manager import MemoryManager
 from engine.memory.namespace import memory_namespace
 from engine.memory.prompt import system_prompt
@@ -94,7 +95,7 @@ def build_chat_workflow(
         text = str(message.content)
         value = episode_value(
             text, thread_id=thread_id, message_id=str(message.id), at=at,
-            question=is_question(text),
+            question=is_question(text), change=is_correction(text),
         )
         try:
             with metrics.STORE_SECONDS.labels("write").time():

@@ -17,7 +17,7 @@ from engine.bot import MemoryBot
 from engine.memory.manager import MEMORY_TOOL
 from engine.memory.namespace import memory_namespace
 from engine.memory.outbox import Pending
-from engine.memory.records import EPISODES_ONLY, episode_key, history_namespace
+from engine.memory.records import EPISODES_ONLY, FACTS_ONLY, episode_key, history_namespace
 from engine.settings import Settings
 from tests.fakes.llm import FakeLLM, ToolUse, echo_reply
 from tests.llm_settings import fake_llm_settings
@@ -45,8 +45,10 @@ async def test_said_in_one_thread_is_recalled_in_the_next_with_no_learning(bot) 
     # Learning has not run (the writer waits an hour): the episode alone answers.
     assert bot.writer.pending("u1") == ["a"]
     reply = await bot.chat(user_id="u1", thread_id="b", text="which city do I live in?")
-    assert "Braga" in reply.text and "you said" in reply.text, reply.text
+    assert "Braga" in reply.text, reply.text
     assert bot.writer.pending("u1") == ["a", "b"]  # still nothing flushed for the turn
+    facts = await bot.store.asearch(memory_namespace("u1"), filter=FACTS_ONLY)
+    assert facts == []  # the answer came from the episode
 
 
 async def test_an_answer_from_an_episode_quotes_it_with_its_date(bot) -> None:
@@ -211,3 +213,22 @@ async def test_with_a_model_an_update_supersedes_and_the_prompt_drops_the_stale_
             )
             [fact] = await bot.memories("u1")
             assert fact.value["text"] == "I live in Porto." and fact.value["valid_from"]
+
+
+async def test_old_episodes_are_pruned_and_never_merged_into_facts(bot) -> None:
+    from engine.memory.consolidate import consolidate, prune_episodes
+
+    long_ago = datetime.now(UTC) - timedelta(days=400)
+    await bot.chat(user_id="u1", thread_id="a", text="I play the cello", at=long_ago)
+    await bot.chat(user_id="u1", thread_id="b", text="I play the cello")  # said again today
+    await bot.flush_memories()
+    assert len(await bot.episodes("u1")) == 2
+    # The fact and the episodes that say the same words stay apart.
+    await consolidate(bot.store, bot.model, threshold=0.8)
+    assert [m.value["text"] for m in await bot.memories("u1")] == ["I play the cello."]
+    assert len(await bot.episodes("u1")) == 2
+
+    assert await prune_episodes(bot.store, older_than=timedelta(days=365)) == 1
+    [kept] = await bot.episodes("u1")
+    assert kept.value["source_thread"] == "b"
+    assert [m.value["text"] for m in await bot.memories("u1")] == ["I play the cello."]

@@ -10,15 +10,23 @@ Lisbon." / "I'm based in Lisbon." / "Home is Lisbon now.". This job, per user:
    most recently written text, since the latest statement wins;
 3. keeps the oldest memory's key (links to it stay valid) with the merged text, deletes the
    others, and records every step in the history ("merged", old -> new).
+
+Only facts are consolidated; episodes (messages kept verbatim) are the record of what was
+said and are never merged. Similarity is the cosine of the two texts' vectors, not the
+store's search score, which hybrid recall scales by recency and boosts. The same nightly
+pass bounds episodes: those said longer ago than the retention are deleted, their facts
+having been extracted after the turn that kept them (`prune_episodes`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
+import numpy as np
 from langchain_core.messages import HumanMessage
 from langgraph.store.base import BaseStore, Item
 from pydantic import BaseModel, Field, ValidationError
@@ -26,7 +34,13 @@ from pydantic import BaseModel, Field, ValidationError
 from engine import metrics
 from engine.memory.manager import MAX_MEMORY_CHARS
 from engine.memory.namespace import MEMORIES
-from engine.memory.records import history_put, memory_value, put_op
+from engine.memory.records import (
+    EPISODES_ONLY,
+    FACTS_ONLY,
+    history_put,
+    memory_value,
+    put_op,
+)
 from engine.models import ChatModel, ModelError, Prompt, Tool, ToolCallingModel
 
 logger = logging.getLogger(__name__)
@@ -115,9 +129,35 @@ async def _user_namespaces(store: BaseStore) -> AsyncIterator[tuple[str, ...]]:
         offset += PAGE
 
 
-async def _all(store: BaseStore, namespace: tuple[str, ...]) -> list[Item]:
+async def prune_episodes(store: BaseStore, *, older_than: timedelta) -> int:
+    """Delete every user's episodes said before now - `older_than`; returns how many."""
+    cutoff = datetime.now(UTC) - older_than
+    deleted = 0
+    async for namespace in _user_namespaces(store):
+        for item in await _all(store, namespace, EPISODES_ONLY):
+            said = _parse(item.value.get("valid_from"))
+            if said is not None and said < cutoff:
+                await store.adelete(namespace, item.key)
+                deleted += 1
+    return deleted
+
+
+def _parse(raw: object) -> datetime | None:
+    if not isinstance(raw, str):
+        return None
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+async def _all(
+    store: BaseStore, namespace: tuple[str, ...], only: dict | None = None
+) -> list[Item]:
+    only = FACTS_ONLY if only is None else only
     items: list[Item] = []
-    while page := await store.asearch(namespace, limit=PAGE, offset=len(items)):
+    while page := await store.asearch(namespace, filter=only, limit=PAGE, offset=len(items)):
         items += page
         if len(page) < PAGE:
             break
@@ -136,10 +176,16 @@ async def _groups(
             key = parent[key]
         return key
 
+    similarity = await _cosines(store, items)
     for item in items:
-        hits = await store.asearch(namespace, query=item.value["text"], limit=NEIGHBOURS)
+        hits = await store.asearch(
+            namespace, query=item.value["text"], filter=FACTS_ONLY, limit=NEIGHBOURS
+        )
         for hit in hits:
-            if hit.key != item.key and hit.key in by_key and (hit.score or 0) >= cutoff:
+            if hit.key == item.key or hit.key not in by_key:
+                continue
+            score = similarity(item.key, hit.key) if similarity else (hit.score or 0)
+            if score >= cutoff:
                 parent[root(hit.key)] = root(item.key)
     groups: dict[str, list[Item]] = {}
     for key, item in by_key.items():
@@ -149,6 +195,24 @@ async def _groups(
         for group in groups.values()
         if len(group) > 1
     ]
+
+
+async def _cosines(
+    store: BaseStore, items: Sequence[Item]
+) -> Callable[[str, str], float] | None:
+    """Pairwise cosine of the items' texts, when the store exposes its embedder."""
+    embeddings = getattr(store, "embeddings", None)
+    if embeddings is None:
+        return None
+    vectors = np.asarray(await embeddings.aembed_documents([i.value["text"] for i in items]))
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = vectors / np.where(norms == 0, 1, norms)
+    index = {item.key: n for n, item in enumerate(items)}
+
+    def similarity(a: str, b: str) -> float:
+        return float(unit[index[a]] @ unit[index[b]])
+
+    return similarity
 
 
 def _newest(group: Sequence[Item]) -> Item:

@@ -43,7 +43,7 @@ from langgraph.store.base import BaseStore, Item, PutOp
 from pydantic import BaseModel, Field, ValidationError
 
 from engine import metrics
-from engine.memory.extract import extract_facts
+from engine.memory.extract import extract_facts, is_correction
 from engine.memory.namespace import memory_namespace
 from engine.memory.records import (
     EPISODES_ONLY,
@@ -202,7 +202,7 @@ class MemoryManager:
                 at = datetime.fromisoformat(s.at.replace("Z", "+00:00"))
                 value = episode_value(
                     s.text, thread_id=thread_id, message_id=s.message_id, at=at,
-                    question=is_question(s.text),
+                    question=is_question(s.text), change=is_correction(s.text),
                 )
                 await self.store.aput(namespace, s.episode, value)
 

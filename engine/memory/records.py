@@ -110,14 +110,23 @@ def episode_key(thread_id: str, message_id: str) -> str:
 
 
 def episode_value(
-    text: str, *, thread_id: str, message_id: str, at: datetime, question: bool
+    text: str,
+    *,
+    thread_id: str,
+    message_id: str,
+    at: datetime,
+    question: bool,
+    change: bool = False,
 ) -> dict[str, Any]:
+    """`change`: the message says something changed ("we moved", "I'm a nurse now"); recall
+    ranks such a statement above the older one it replaces (engine/store/factory.py)."""
     written = now()
     return {
         "text": text,
         "kind": QUESTION if question else EPISODE,
         "memory_type": EPISODE,
         **({"recall": NEVER} if question else {}),
+        **({"change": "yes"} if change and not question else {}),
         "source_thread": thread_id,
         "message_id": message_id,
         "valid_from": stamp(at),

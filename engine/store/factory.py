@@ -8,6 +8,7 @@ client of our own. Both store items in the same layout and run the same hybrid q
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import cast
@@ -24,13 +25,29 @@ from engine.store.server import HybridQdrantStore
 # Memories are embedded on their text only; other value fields are metadata.
 MEMORY_FIELDS = ["text"]
 # Recall ranks by meaning, words and recency (engine/store/hybrid.py); a memory's time
-# is when it was said or became true, not when the store last wrote it.
-MEMORY_HYBRID: HybridConfig = {"text_field": "text", "time_field": "valid_from"}
+# is when it was said or became true, not when the store last wrote it. The weights are
+# calibrated on bench/memory_quality.py (README, "Memory quality"): BM25 helps names and
+# rare words but at 0.3 let common words ("city", "work") outrank meaning; recency
+# doubles the weight of what was said today against what was said months ago (newest of
+# two conflicting statements first: 0.59 -> 0.90); a message that says something
+# changed ("we moved", "now") and a fact (short, clean) edge out an older or rambling
+# message on the same subject.
+MEMORY_HYBRID: HybridConfig = {
+    "text_field": "text",
+    "time_field": "valid_from",
+    "lexical_weight": 0.1,
+    "recency_weight": 1.0,
+    "half_life_days": 30.0,
+    "boosts": [
+        {"field": "memory_type", "value": "episode", "weight": -0.05},
+        {"field": "change", "value": "yes", "weight": 0.1},
+    ],
+}
 
 
 def index_config(embeddings: Embeddings, dims: int) -> QdrantIndexConfig:
     config: dict = {"dims": dims, "embed": embeddings, "fields": MEMORY_FIELDS}
-    config["hybrid"] = dict(MEMORY_HYBRID)
+    config["hybrid"] = copy.deepcopy(MEMORY_HYBRID)
     return cast(QdrantIndexConfig, config)
 
 
