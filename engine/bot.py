@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoints.sqlite"  # in data_dir, unless MEMBOT_CHECKPOINT_URL says else
 PREVIOUS_CHANNEL = "__previous__"
+_ALL_FACTS = 100_000  # a count for the confirmation, far above any one person's facts
 
 STORAGE_APOLOGY = (
     "Sorry, I can't reach my conversation storage right now, so I couldn't read or save "
@@ -340,13 +341,15 @@ class MemoryBot:
 
     async def forget(self, user_id: str) -> int:
         """Erase all of a user's memories (facts and episodes), their history and their
-        journaled learning; returns how many memories there were. Learning not yet run is
-        dropped, learning already running is waited for, so nothing the user said before
-        the erasure comes back after it."""
+        journaled learning; returns how many facts there were (what `memories()` lists:
+        the number a person is shown). Learning not yet run is dropped, learning already
+        running is waited for, so nothing the user said before the erasure comes back."""
         self.writer.discard(user_id)
         await self.writer.flush(user_id)  # only runs already in progress are left
         if self.journal is not None:
             await self.journal.discard(user_id)
-        erased = await adelete_namespace(self.store, memory_namespace(user_id))
+        namespace = memory_namespace(user_id)
+        facts = await self.store.asearch(namespace, filter=FACTS_ONLY, limit=_ALL_FACTS)
+        await adelete_namespace(self.store, namespace)
         await adelete_namespace(self.store, history_namespace(user_id))
-        return erased
+        return len(facts)

@@ -102,7 +102,9 @@ def _as_sentence(text: str) -> str:
 MAX_QUOTE_CHARS = 400
 DONT_KNOW = (
     "I don't know: I'm running offline, without a language model, so I can only "
-    "recall what you've told me, and I have nothing on that."
+    "recall what you've told me, and I have nothing on that. "
+    # The example names no person: a stranger's reply must not look like a leak.
+    "Tell me, e.g. 'remember: my favourite colour is green'."
 )
 
 

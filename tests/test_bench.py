@@ -38,11 +38,18 @@ def test_slack_ack_bench_small_run() -> None:
 
 def test_memory_bench_small_run(tmp_path: Path) -> None:
     out = tmp_path / "memory.json"
-    stdout = run_bench("memory_bench.py", "--turns", "3", "--users", "1", "--json", str(out))
-    assert "| background |" in stdout and "Cross-thread recall@5:" in stdout
+    stdout = run_bench("memory_bench.py", "--turns", "3", "--repeats", "2", "--json", str(out))
+    assert "| setup | reply p50 (ms) | reply p99 (ms) | added vs no learning (p50) |" in stdout
+    assert "| thread-B turn | n | reply p50 (ms) | reply p99 (ms) |" in stdout
+    assert "| extraction pending (thread A) |" in stdout
+    assert "B-turn p99 with pending extraction / without:" in stdout
+    assert "recall@5" not in stdout  # quality lives in bench/memory_quality.py
     report = json.loads(out.read_text())
-    assert report["recall"]["cases"] >= 5
     assert set(report["latency_ms"]) == {"no learning", "background", "inline"}
+    pending = report["pending"]
+    assert pending["repeats"] == 2
+    assert pending["with_pending_ms"]["n"] == pending["without_pending_ms"]["n"] == 2
+    assert {"p50", "p99"} <= set(pending["with_pending_ms"]) and "p99_ratio" in pending
 
 
 def test_scale_bench_quick_run(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from engine.bot import MemoryBot
 from engine.memory.manager import EXTRACTION_SYSTEM
 from engine.memory.namespace import memory_namespace
 from engine.memory.prompt import BASE_PROMPT, MEMORY_PREAMBLE
+from engine.memory.records import FACTS_ONLY
 from engine.settings import Settings
 from tests.fakes.discord import (
     ADMIN_ID,
@@ -140,7 +141,7 @@ async def test_invalid_utf8_and_lone_surrogates_are_replaced(bot: MemoryBot) -> 
     answer = await bot.chat(
         user_id="console:u", thread_id="console:q", text="what is my name\udc80?"
     )
-    assert not answer.error and "Your name is B\ufffdob." in answer.text
+    assert not answer.error and "Your name is B\ufffdob (you told me on" in answer.text
 
 
 async def test_controls_are_dropped_but_tabs_and_newlines_kept(bot: MemoryBot) -> None:
@@ -160,7 +161,7 @@ async def test_zero_width_and_bidi_characters_are_kept_as_typed(bot: MemoryBot) 
     assert (await bot.history("console:t"))[0].content == f"remember: my name is {name}"
     assert await texts(bot, "console:u") == [f"My name is {name}."]
     answer = await bot.chat(user_id="console:u", thread_id="console:q", text="what is my name?")
-    assert f"Your name is {name}." in answer.text
+    assert f"Your name is {name} (you told me on" in answer.text
     # Someone else, asking with the same invisible characters, learns nothing.
     other = await bot.chat(user_id="console:v", thread_id="console:r", text=f"is my name {name}?")
     assert name not in other.text
@@ -218,11 +219,15 @@ async def test_prompt_injection_is_stored_as_quoted_data(tmp_path: Path) -> None
             block = system[len(head) : -len("\n</memories>")]
             assert "<" not in block and ">" not in block  # no tag can open or close in there
             lines = block.split("\n")
-            assert sorted(lines) == sorted(
-                [f"- {quoted(INJECTION)}", f"- {quoted(motto.value['text'])}"]
+            # Each line: a date, what it is (a fact, or the message as said), quoted JSON.
+            shape = re.compile(r"- \d{4}-\d\d-\d\d, (?:fact|they said): (\".*\")")
+            quoted_texts = [m.group(1) for line in lines if (m := shape.fullmatch(line))]
+            assert len(quoted_texts) == len(lines), lines
+            assert sorted(quoted_texts) == sorted(
+                [quoted(INJECTION), quoted(INJECTION), quoted(motto.value["text"])]
             )
-            assert sorted(json.loads(line[2:]) for line in lines) == sorted(
-                [INJECTION, motto.value["text"]]
+            assert sorted(json.loads(q) for q in quoted_texts) == sorted(
+                [INJECTION, INJECTION, motto.value["text"]]
             )
             outside = system.replace(block, "")
             assert "ignore previous instructions" not in outside and "obey me" not in outside
@@ -288,9 +293,9 @@ async def test_hostile_ids_stay_in_their_own_namespace_and_thread(tmp_path: Path
             reply = await bot.chat(
                 user_id=user, thread_id=f"ask:{n}", text="what is my secret word?"
             )
-            assert f"word{n}." in reply.text
-            assert not re.search(rf"word(?!{n}\.)\d+", reply.text), reply.text
-        every = await bot.store.asearch(("memories",), limit=1000)
+            assert f"word{n} " in reply.text
+            assert not re.search(rf"word(?!{n}\b)\d+", reply.text), reply.text
+        every = await bot.store.asearch(("memories",), filter=FACTS_ONLY, limit=1000)
         assert sorted(tuple(i.namespace) for i in every) == sorted(
             memory_namespace(u) for u in HOSTILE_USERS
         )

@@ -74,7 +74,10 @@ async def test_explicit_remember_and_forget(tmp_path, local_embeddings) -> None:
         (item,) = await bot.remember("u.1", "I'm allergic to nuts", source_thread="t")
         created, updated = item.value.pop("created_at"), item.value.pop("updated_at")
         assert created == updated and created.startswith("20")
-        assert item.value == {"text": "I'm allergic to nuts.", "kind": "fact", "source_thread": "t"}
+        assert item.value.pop("valid_from") <= created  # true from when it was said
+        assert item.value == {
+            "text": "I'm allergic to nuts.", "kind": "fact", "source_thread": "t", "sources": []
+        }
         [entry] = await bot.memory_history("u.1")
         assert entry["action"] == "added" and entry["by"] == "user"
         assert (entry["old"], entry["new"]) == (None, "I'm allergic to nuts.")

@@ -183,6 +183,8 @@ async def test_provider_errors_are_retried_then_apologised_with_nothing_half_wri
             "text",
             "kind",
             "source_thread",
+            "valid_from",
+            "sources",
             "created_at",
             "updated_at",
         }
@@ -234,7 +236,8 @@ async def test_extraction_never_mixes_users_sharing_a_thread(fake, tmp_path, loc
 async def test_a_fact_told_a_moment_ago_is_known_in_another_thread(
     fake, tmp_path, local_embeddings
 ):
-    """Read-your-writes across threads, even with a long debounce."""
+    """Read-your-writes across threads, even with a long debounce: the message itself is
+    recalled (an episode, with its date), and the turn does not wait for the extraction."""
     fake.reply = lambda body: (
         ops({"action": "ADD", "text": "My name is Bob.", "kind": "fact"})
         if is_tool_call(body)
@@ -245,7 +248,8 @@ async def test_a_fact_told_a_moment_ago_is_known_in_another_thread(
         await bot.chat(user_id="u1", thread_id="t1", text="Call me by my name, Bob")
         await bot.chat(user_id="u1", thread_id="t2", text="What is my name?")
         system = fake.chat_requests()[-1]["system"]
-        assert '"My name is Bob."' in system
+        assert 'they said: "Call me by my name, Bob"' in system
+        assert not fake.tool_requests()  # nothing was extracted before the answer
 
 
 async def test_a_300_message_thread_stays_within_budget_and_keeps_an_early_fact(

@@ -48,6 +48,10 @@ from tests.store_support import index_config as hash_index
 USERS = 200
 PER_USER = 50
 THREADS = 100
+# Every message of `converse` is kept as an episode (a point under "memories" too): the
+# seed, 4 questions through MemoryBot, one message per workflow thread and a question in
+# every third one.
+EPISODES = 1 + 4 + (THREADS - 5) + len(range(0, THREADS - 5, 3))
 COLLECTION = "membot_memories"
 
 
@@ -135,7 +139,7 @@ async def converse(settings: Settings, embedder: Embeddings, dims: int) -> None:
             await workflow.ainvoke({"text": f"Noting {n}: lunch at noon"}, config(f"wf-{n}", user))
             if n % 3 == 0:
                 await workflow.ainvoke({"text": "where do I live?"}, config(f"wf-{n}", user))
-        assert store.count(("memories",)) == USERS * PER_USER + 1
+        assert store.count(("memories",)) == USERS * PER_USER + 1 + EPISODES
         assert store.count(("memory_history",)) == 1  # the seed's "added" record
 
 
@@ -199,7 +203,8 @@ async def test_embedded_install_moves_to_servers(tmp_path: Path, local_embedding
         (source_bob,) = source.client.shard.retrieve([bob_id], True, True)
     finally:
         source.close()
-    total = USERS * PER_USER + 2  # + the seed memory and its history record
+    # + the seed memory and its history record, and the episodes
+    total = USERS * PER_USER + 2 + EPISODES
     print(
         f"\nsource built in {built:.1f} s; {total:,} points migrated and verified in "
         f"{copy_seconds:.2f} s ({total / copy_seconds:,.0f} points/s); {report.line()}"
@@ -210,11 +215,12 @@ async def test_embedded_install_moves_to_servers(tmp_path: Path, local_embedding
         total,
         True,
     )
-    assert "memories 10,001, memory_history 1" in report.notes[0]
+    assert f"memories {10_001 + EPISODES:,}, memory_history 1" in report.notes[0]
     assert copy_seconds < 30  # seconds, not the minutes re-embedding would take
     client = target.client
     assert (await client.count(COLLECTION, exact=True)).count == total
-    assert (await client.count(COLLECTION, count_filter=prefix_filter("memories"))).count == 10_001
+    in_memories = prefix_filter("memories")
+    assert (await client.count(COLLECTION, count_filter=in_memories)).count == 10_001 + EPISODES
     (target_bob,) = await client.retrieve(COLLECTION, [bob_id], with_vectors=True)
     assert target_bob.payload == source_bob.payload
     (copied_vector,) = target_bob.vector["embedding"]  # one embedded field, "text"
@@ -245,7 +251,7 @@ async def test_embedded_install_moves_to_servers(tmp_path: Path, local_embedding
         bot = MemoryBot(settings=server, store=target, checkpointer=postgres, model=OfflineChat())
         try:
             reply = await bot.chat(user_id="1", thread_id="new", text="what is my name?")
-            assert reply.text.startswith("[offline] Your name is Bob."), reply.text
+            assert reply.text.startswith("[offline] Your name is Bob ("), reply.text
             other = await bot.chat(user_id="2", thread_id="new-2", text="what is my name?")
             assert "Bob" not in other.text
             assert other.text.startswith("[offline] ")  # user 2 has 50 memories, no name
@@ -432,7 +438,9 @@ async def test_cli_migrates_in_process(cli_env: Path, capsys, local_embeddings, 
     assert await asyncio.to_thread(main, args) == 0
     out, err = capsys.readouterr()
     lines = out.splitlines()
-    assert lines[0].startswith("memories: 4 points in the source, 4 copied, verified"), out
+    # 2 facts, their 2 history records, and the 2 messages kept as episodes.
+    assert lines[0].startswith("memories: 6 points in the source, 6 copied, verified"), out
+    assert "(memories 4, memory_history 2;" in lines[0]
     assert lines[1].startswith("checkpoints: 2 threads in the source, 2 copied, verified")
     assert "MEMBOT_QDRANT_URL=:memory:" in out
     assert "MEMBOT_CHECKPOINT_URL=<your --to-postgres URL>" in out

@@ -13,6 +13,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from engine.bot import MemoryBot
+from engine.memory.records import EPISODES_ONLY, FACTS_ONLY
 from engine.models import OfflineChat
 from engine.settings import Settings
 from engine.store import EdgeStore
@@ -40,9 +41,12 @@ async def test_seed_directly_through_the_workflow(tmp_path: Path, local_embeddin
         other = await chat.ainvoke({"text": "what is my name?"}, config("3", "2"))
         assert "Bob" not in other.content
 
-        memories = await store.asearch(("memories", "1"))
+        memories = await store.asearch(("memories", "1"), filter=FACTS_ONLY)
         assert [m.value["text"] for m in memories] == ["My name is Bob."]
-        assert await store.asearch(("memories", "2")) == []
+        # Every message is kept as an episode; the question as one that is never recalled.
+        episodes = await store.asearch(("memories", "1"), filter=EPISODES_ONLY)
+        assert sorted(e.value["kind"] for e in episodes) == ["episode", "question"]
+        assert await store.asearch(("memories", "2"), filter=FACTS_ONLY) == []
 
         # `previous` is the thread's history: thread 1 holds its own two messages only.
         state = await saver.aget_tuple({"configurable": {"thread_id": "1"}})
@@ -117,7 +121,7 @@ def test_seed_survives_a_restart(tmp_path: Path) -> None:
                 history = await bot.history("1")
                 print("history:", [m.content for m in history][0])
                 print("count:", len(history))
-                memories = await bot.store.asearch(("memories", "1"))
+                memories = await bot.memories("1")
                 print("memory:", [i.value["text"] for i in memories])
                 reply = await bot.chat(user_id="1", thread_id="2", text="what is my name?")
                 print("answer:", reply.text)

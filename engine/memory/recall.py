@@ -57,15 +57,15 @@ def _relevance(
     boosts = config.get("boosts") or []
     score -= sum(float(b["weight"]) for b in boosts if value.get(b["field"]) == b["value"])
     raw = value.get(config.get("time_field") or "")
+    decay = 1.0  # undated items count as fresh (engine/store/hybrid.py)
     if isinstance(raw, str):
         try:
             when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         except ValueError:
-            return score
+            when = now
         age_days = abs((now - when).total_seconds()) / 86_400
         decay = 0.5 ** (age_days / float(config["half_life_days"]))
-        score /= 1 + float(config["recency_weight"]) * decay
-    return score
+    return score / (1 + float(config["recency_weight"]) * decay)
 
 
 def recalled(

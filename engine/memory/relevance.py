@@ -145,7 +145,7 @@ _TIME_WORDS = re.compile(
     r"spring|summer|autumn|fall|winter|christmas|easter|ago|next|last)\b",
     re.I,
 )
-_CAPITALISED = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-zà-ÿ'-]+")
+_CAPITALISED = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][^\s,.;:!?]*")
 _POSSESSIVE = re.compile(r"\b(\w+)(?:'s|’s)\b")
 _CONTRACTIONS = frozenset(
     "he she it that what there here who let where how when everyone everything one".split()

@@ -40,8 +40,6 @@ from langgraph.store.qdrant.base import VECTOR_NAME, QdrantIndexConfig
 from qdrant_client import models
 
 DAY_SECONDS = 86_400.0
-# A date before any memory: items without the time field get no recency bonus.
-_NO_TIME = "1970-01-01T00:00:00Z"
 
 
 class HybridConfig(TypedDict, total=False):
@@ -164,7 +162,9 @@ def hybrid_request(
         prefetch=[dense, lexical],
         query=models.FormulaQuery(
             formula=formula,
-            defaults={"$score[0]": 0.0, bm25: 0.0, time_path(config): _NO_TIME},
+            # An item without the time field (written before it existed, or by a program
+            # that does not set it) counts as fresh: never ranked down for lacking a date.
+            defaults={"$score[0]": 0.0, bm25: 0.0, time_path(config): stamp},
         ),
         filter=query_filter,
         limit=limit,
