@@ -142,6 +142,9 @@ class DiscordAdapter:
                 user_id=user_key(self.settings, guild_id, message.author.id),
                 thread_id=thread_key(guild_id, message.channel.id),
                 text=text,
+                # Its episode is written once per message and dated when it was sent.
+                message_id=str(message.id),
+                at=message.created_at,
             )
         first, *rest = split_message(reply.text, MESSAGE_LIMIT)
         await message.reply(first, mention_author=False)

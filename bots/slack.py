@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -193,7 +194,13 @@ class SlackAdapter:
             await self.quiet.wait()  # acknowledge a burst before working on it
             placeholder = await self._show_progress(client, event, reply_in)
             reply = await self.bot.chat(
-                user_id=user_key(team, person), thread_id=thread_id, text=text
+                user_id=user_key(team, person),
+                thread_id=thread_id,
+                text=text,
+                # The message's own ts: its episode is written once however often Slack
+                # delivers it, and dated when it was sent, not when it was answered.
+                message_id=_str(event, "ts") or None,
+                at=_sent_at(event),
             )
             await self._deliver(client, channel, reply_in, placeholder, reply)
         except Exception:
@@ -418,6 +425,13 @@ def _button_choice(body: dict[str, Any]) -> dict[str, str] | None:
     ):
         return None
     return choice
+
+
+def _sent_at(event: dict[str, Any]) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(float(_str(event, "ts")), UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 def _strip_mention(text: str, bot_user_id: str | None) -> str:

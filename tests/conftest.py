@@ -14,9 +14,15 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from hypothesis import settings
 
 from engine.checkpoint import describe_dsn
 from engine.embeddings.local import LocalEmbeddings
+
+# No example database: every run (CI's clean clone, a developer's checkout) explores anew
+# instead of replaying what an earlier run happened to save in .hypothesis/.
+settings.register_profile("membot", database=None)
+settings.load_profile("membot")
 
 
 @pytest.fixture(scope="session")

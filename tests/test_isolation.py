@@ -185,6 +185,17 @@ class Model:
     def everything(self, user: str) -> dict[str, str]:
         return self.memories[user] | self.episodes[user]
 
+    def resync(self, user: str, listed: Sequence[Item]) -> None:
+        """After a turn: the user's namespace as it now is (what the rules learnt cannot
+        be predicted here; that it stays in this namespace is what is checked)."""
+        kept = {i.key: i for i in listed}
+        self.episodes[user] = {
+            k: i.value["text"] for k, i in kept.items() if i.value.get("memory_type") == "episode"
+        }
+        self.memories[user] = {
+            k: i.value["text"] for k, i in kept.items() if i.value.get("memory_type") != "episode"
+        }
+
     def user(self, index: int) -> str:
         return self.users[index % len(self.users)]
 
@@ -237,15 +248,11 @@ async def run_script(bot: MemoryBot, users: list[str], script: list[tuple[Any, .
             assert all(ns(item) == namespace for item in listed)
             said = clean_text(args[0]).strip()
             if said and not reply.refused:
-                episode = next(i for i in listed if i.key == episode_key(thread, str(step)))
-                assert episode.value["text"] == said
+                key = episode_key(thread, str(step))
+                kept = [i.value["text"] for i in listed if i.key == key]
+                assert kept == [said], (user, said, reply, [i.value for i in listed])
                 model.written.append((user, said))
-            model.episodes[user] = {
-                i.key: i.value["text"] for i in listed if i.value.get("memory_type") == "episode"
-            }
-            model.memories[user] = {
-                i.key: i.value["text"] for i in listed if i.value.get("memory_type") != "episode"
-            }
+            model.resync(user, listed)
         elif action == "ask":
             # Another user's exact words as a question: the reply never states them.
             theirs = [text for who, text in model.written if who != user]
@@ -258,10 +265,10 @@ async def run_script(bot: MemoryBot, users: list[str], script: list[tuple[Any, .
             for text in set(theirs) - mine:
                 if len(text) > 3 and not any(text in own for own in mine):
                     assert f"“{text}”" not in reply.text, (user, text, reply.text)
+            # A question is kept as an episode, and a statement inside it may be learnt.
             listed = await store.asearch(namespace, limit=1000)
-            model.episodes[user] = {
-                i.key: i.value["text"] for i in listed if i.value.get("memory_type") == "episode"
-            }
+            assert all(ns(item) == namespace for item in listed)
+            model.resync(user, listed)
         elif action == "memories":
             model.check_own(user, await bot.memories(user), complete=True)
         elif action == "forget":

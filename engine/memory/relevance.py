@@ -192,10 +192,30 @@ def fits_the_question(question: str, memory: str) -> bool:
     return True
 
 
+# Of answers whose scores are this close (relative), the newest is stated: two statements
+# on one subject score alike, and the later one is the true one now. (Bench: stale values
+# stated 3 -> 2 at 0.05, answerable accuracy unchanged; 0.10 cost accuracy.)
+NEWER_WITHIN = 0.05
+
+
 def answers(
     question: str, memories: Sequence[Recalled], *, min_score: float = DEFAULT_MIN_SCORE
 ) -> list[Recalled]:
     """The recalled memories that may answer `question`, best first (maybe none)."""
+    found = _answers(question, memories, min_score=min_score)
+    if len(found) < 2 or found[0].score is None:
+        return found
+    floor = found[0].score * (1 - NEWER_WITHIN)
+    close = [m for m in found if m.score is not None and m.score >= floor and m.when]
+    if close:
+        newest = max(close, key=lambda m: m.when or found[0].when)
+        found = [newest, *[m for m in found if m is not newest]]
+    return found
+
+
+def _answers(
+    question: str, memories: Sequence[Recalled], *, min_score: float = DEFAULT_MIN_SCORE
+) -> list[Recalled]:
     return [
         m
         for m in memories
