@@ -80,3 +80,16 @@ def test_engine_bench_quick_run(tmp_path: Path) -> None:
             figures = result[setup]
             assert figures["turns"]["overhead"]["n"] == 100
             assert figures["burst"]["answered"] == figures["burst"]["conversations"] == 100
+
+
+def test_memory_quality_quick_run(tmp_path: Path) -> None:
+    """The benchmark of record runs end to end on the product path (figures are not
+    checked here: they live in the README, produced by the script)."""
+    out = tmp_path / "quality.json"
+    stdout = run_bench("memory_quality.py", "--quick", "--json", str(out))
+    assert "| type | questions | recall@1 | recall@5 | accuracy |" in stdout
+    assert "answerable accuracy (offline, end to end):" in stdout
+    assert "(--quick: three people only" in stdout
+    figures = json.loads(out.read_text())
+    assert {"single", "update", "abstain"} <= set(figures)
+    assert figures["single"]["n"] > 0 and figures["turns"] > 0
