@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     # Memory behaviour.
     memory_top_k: int = Field(default=5, ge=0, le=100)
     memory_min_relevance: float = Field(
-        default=0.25,
+        default=0.22,
         description="Relevance (meaning part of the hybrid recall score) below which the "
         "offline model says it doesn't know; calibrated on bench/memory_quality.py.",
     )

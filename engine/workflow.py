@@ -147,7 +147,8 @@ def build_chat_workflow(
         messages = add_messages(state["messages"], [user_message])
 
         recalled = await recall(user_id, text)
-        await keep_episode(user_id, thread_id, user_message, at)
+        # Written while the model answers (it never raises); awaited before the turn ends.
+        episode = asyncio.create_task(keep_episode(user_id, thread_id, user_message, at))
         system = system_prompt(recalled, state["summary"])
         prompt = Prompt(
             system=system,
@@ -170,6 +171,10 @@ def build_chat_workflow(
             saved = messages
         else:
             saved = add_messages(messages, [reply])
+        finally:
+            # What was said is kept whether or not it was answered (a cancelled turn
+            # leaves the write running rather than half done).
+            await asyncio.shield(episode)
         if learn_inline:
             try:
                 await learn(user_id, thread_id, [user_message])
