@@ -232,3 +232,18 @@ async def test_old_episodes_are_pruned_and_never_merged_into_facts(bot) -> None:
     [kept] = await bot.episodes("u1")
     assert kept.value["source_thread"] == "b"
     assert [m.value["text"] for m in await bot.memories("u1")] == ["I play the cello."]
+
+
+async def test_a_turn_embeds_its_text_once(tmp_path: Path, local_embeddings) -> None:
+    """Recall's query and the episode are the same text: one forward pass of the model."""
+    from engine.embeddings.cache import CachedEmbeddings
+
+    model, dims = local_embeddings
+    counted = CachedEmbeddings(model)
+    settings = offline(tmp_path, memory_debounce_seconds=LEARN_NEVER)
+    async with MemoryBot.open(settings, embeddings=(counted, dims)) as bot:
+        for n, text in enumerate(["I keep bees on the roof", "what do I keep on the roof?"]):
+            before = counted.misses
+            await bot.chat(user_id="u1", thread_id=f"t{n}", text=text)
+            assert counted.misses - before == 1, text
+        assert len(await bot.episodes("u1")) == 2
