@@ -170,6 +170,10 @@ async def test_seed_scenario_scoped_per_server(discord_bot: Running) -> None:
     memories = await run.bot.memories(f"discord:{GUILD_ID}:{MEMBER_ID}")
     assert [m.value["text"] for m in memories] == ["My name is Bob."]
     assert await run.bot.history(f"discord:{GUILD_ID}:{CHANNEL_ID}")
+    # Each message is kept as an episode under Discord's id for it (the one replied to).
+    episodes = await run.bot.episodes(f"discord:{GUILD_ID}:{MEMBER_ID}")
+    by_id = {e.value["message_id"]: e.value["text"] for e in episodes}
+    assert by_id[str(first["message_reference"]["message_id"])] == "Hi! Remember: my name is Bob"
 
 
 async def test_unaddressed_bot_and_system_messages_get_no_answer(discord_bot: Running) -> None:

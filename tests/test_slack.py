@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,14 @@ async def test_seed_scenario(harness: Harness) -> None:
     memories = await harness.bot.memories("slack:T1:U1")
     assert [m.value["text"] for m in memories] == ["My name is Bob."]
     assert await harness.bot.history(f"slack:T1:C1:{mention['ts']}")
+    # The message is kept as an episode under Slack's own id for it, dated when sent.
+    episodes = {e.value["message_id"]: e.value for e in await harness.bot.episodes("slack:T1:U1")}
+    said = episodes[mention["ts"]]
+    assert said["text"] == "Hi! Remember: my name is Bob"
+    sent = datetime.fromtimestamp(float(mention["ts"]), UTC)
+    assert datetime.fromisoformat(said["valid_from"]) == sent.replace(
+        microsecond=sent.microsecond // 1000 * 1000
+    )
 
 
 async def test_thread_follow_ups_and_never_answering_bots(harness: Harness) -> None:
