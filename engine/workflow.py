@@ -34,15 +34,13 @@ from langgraph.store.base import BaseStore
 
 from engine import metrics
 from engine.conversation import ThreadState, compact, recent_messages, text_tokens, thread_state
-from engine.memory.extract import is_correction
-from engine.memory.manager import MemoryManager
+from engine.memory.manager import MemoryManager, episode
 from engine.memory.namespace import memory_namespace
 from engine.memory.prompt import system_prompt
 from engine.memory.recall import Recalled
 from engine.memory.recall import recall as recall_memories
-from engine.memory.records import episode_key, episode_value
+from engine.memory.records import episode_key, parse_time
 from engine.models import ChatModel, ModelError, Prompt
-from engine.offline import is_question
 
 logger = logging.getLogger(__name__)
 
@@ -92,16 +90,13 @@ def build_chat_workflow(
         """The message as an episode, now: recallable from the next turn in any thread.
         Its text was just embedded as recall's query, so the embedder's cache serves
         the vector. A failure is logged only: learning (journaled) writes it again."""
-        text = str(message.content)
-        value = episode_value(
-            text, thread_id=thread_id, message_id=str(message.id), at=at,
-            question=is_question(text), change=is_correction(text),
-        )
+        message_id = str(message.id)
+        value = episode(str(message.content), thread_id=thread_id, message_id=message_id, at=at)
         try:
             with metrics.STORE_SECONDS.labels("write").time():
                 async with asyncio.timeout(recall_timeout):
                     await get_store().aput(
-                        memory_namespace(user_id), episode_key(thread_id, str(message.id)), value
+                        memory_namespace(user_id), episode_key(thread_id, message_id), value
                     )
         except Exception:
             logger.warning("episode not stored now; learning will retry it", exc_info=True)
@@ -138,7 +133,7 @@ def build_chat_workflow(
         configurable = config["configurable"]
         user_id, thread_id = configurable["user_id"], configurable["thread_id"]
         text: str = turn["text"]
-        at = _parse_time(turn.get("at"))
+        at = parse_time(turn.get("at")) or datetime.now(UTC)
         user_message = HumanMessage(
             content=text,
             id=str(turn.get("message_id") or uuid.uuid4()),
@@ -184,14 +179,3 @@ def build_chat_workflow(
 
     return chat
 
-
-def _parse_time(raw: object) -> datetime:
-    if isinstance(raw, datetime):
-        return raw if raw.tzinfo else raw.replace(tzinfo=UTC)
-    if isinstance(raw, str) and raw:
-        try:
-            parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        except ValueError:
-            return datetime.now(UTC)
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return datetime.now(UTC)

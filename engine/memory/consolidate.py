@@ -39,6 +39,7 @@ from engine.memory.records import (
     FACTS_ONLY,
     history_put,
     memory_value,
+    parse_time,
     put_op,
 )
 from engine.models import ChatModel, ModelError, Prompt, Tool, ToolCallingModel
@@ -135,21 +136,11 @@ async def prune_episodes(store: BaseStore, *, older_than: timedelta) -> int:
     deleted = 0
     async for namespace in _user_namespaces(store):
         for item in await _all(store, namespace, EPISODES_ONLY):
-            said = _parse(item.value.get("valid_from"))
+            said = parse_time(item.value.get("valid_from"))
             if said is not None and said < cutoff:
                 await store.adelete(namespace, item.key)
                 deleted += 1
     return deleted
-
-
-def _parse(raw: object) -> datetime | None:
-    if not isinstance(raw, str):
-        return None
-    try:
-        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 async def _all(

@@ -35,7 +35,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
@@ -58,6 +58,7 @@ from engine.memory.records import (
     memory_value,
     new_key,
     now,
+    parse_time,
     put_op,
     superseded,
 )
@@ -136,6 +137,15 @@ class _Planned:
     sources: tuple[str, ...] = ()
 
 
+def episode(text: str, *, thread_id: str, message_id: str, at: datetime) -> dict[str, Any]:
+    """The stored value of a user message: the one place that decides whether it is a
+    question (never recalled) and whether it says something changed (ranked up)."""
+    return episode_value(
+        text, thread_id=thread_id, message_id=message_id, at=at,
+        question=is_question(text), change=is_correction(text),
+    )
+
+
 @dataclass(frozen=True)
 class _Said:
     """One user message of a batch: its text, when it was said and its episode's key."""
@@ -199,11 +209,8 @@ class MemoryManager:
             if s.episode is None or s.message_id is None:
                 continue
             if await self.store.aget(namespace, s.episode) is None:
-                at = datetime.fromisoformat(s.at.replace("Z", "+00:00"))
-                value = episode_value(
-                    s.text, thread_id=thread_id, message_id=s.message_id, at=at,
-                    question=is_question(s.text), change=is_correction(s.text),
-                )
+                at = parse_time(s.at) or datetime.now(UTC)
+                value = episode(s.text, thread_id=thread_id, message_id=s.message_id, at=at)
                 await self.store.aput(namespace, s.episode, value)
 
     # -- planning ------------------------------------------------------------------------
@@ -278,7 +285,7 @@ class MemoryManager:
                 action: Action = "updated" if previous is not None else "added"
                 planned[fact.key] = _Planned(
                     action, fact.key, fact.text, fact.kind, previous,
-                    valid_from=s.at, slot=getattr(fact, "slot", None), sources=sources,
+                    valid_from=s.at, slot=fact.slot, sources=sources,
                 )
         return list(planned.values())
 

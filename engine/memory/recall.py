@@ -16,7 +16,7 @@ from typing import Any
 from langgraph.store.base import BaseStore, Item
 
 from engine.memory.namespace import memory_namespace
-from engine.memory.records import RECALLABLE, is_episode
+from engine.memory.records import RECALLABLE, is_episode, parse_time
 from engine.store.hybrid import HybridConfig, hybrid_config
 
 
@@ -39,12 +39,7 @@ class Recalled:
 
 def _when(item: Item) -> datetime | None:
     raw = item.value.get("valid_from") or item.value.get("created_at")
-    if isinstance(raw, str):
-        try:
-            return datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return item.created_at
+    return parse_time(raw) if isinstance(raw, str) else item.created_at
 
 
 def _relevance(
@@ -56,15 +51,10 @@ def _relevance(
         return score
     boosts = config.get("boosts") or []
     score -= sum(float(b["weight"]) for b in boosts if value.get(b["field"]) == b["value"])
-    raw = value.get(config.get("time_field") or "")
-    decay = 1.0  # undated items count as fresh (engine/store/hybrid.py)
-    if isinstance(raw, str):
-        try:
-            when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        except ValueError:
-            when = now
-        age_days = abs((now - when).total_seconds()) / 86_400
-        decay = 0.5 ** (age_days / float(config["half_life_days"]))
+    # Undated items count as fresh (engine/store/hybrid.py).
+    when = parse_time(value.get(config.get("time_field") or "")) or now
+    age_days = abs((now - when).total_seconds()) / 86_400
+    decay = 0.5 ** (age_days / float(config["half_life_days"]))
     return score / (1 + float(config["recency_weight"]) * decay)
 
 

@@ -68,6 +68,20 @@ def stamp(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
+def parse_time(raw: object) -> datetime | None:
+    """A time as written by `stamp` (or any ISO 8601, naive taken as UTC); None if it is
+    not one. The one reader of the times in values."""
+    if isinstance(raw, datetime):
+        return raw if raw.tzinfo else raw.replace(tzinfo=UTC)
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 def new_key() -> str:
     return f"mem-{uuid.uuid4().hex}"
 
