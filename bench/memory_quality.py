@@ -65,6 +65,10 @@ class Tally:
     misses: list[dict[str, Any]] = field(default_factory=list)
 
 
+
+def _score(score: float | None) -> str:
+    return "by key" if score is None else f"{score:.3f}"
+
 def _has(text: str, needles: list[str]) -> bool:
     lowered = text.lower()
     return any(n.lower() in lowered for n in needles)
@@ -154,7 +158,7 @@ async def run(data: dict[str, Any], personas: set[str], data_dir: Path) -> dict[
                         "id": q["id"], "type": q["type"], "question": q["question"],
                         "expected": q["answers"] or "I don't know", "stale": q["stale"],
                         "reply": reply.text,
-                        "recalled": [f"{m.score:.3f} {m.kind}: {m.text}" for m in recalled],
+                        "recalled": [f"{_score(m.score)} {m.kind}: {m.text}" for m in recalled],
                     }
                 )
     return {

@@ -17,6 +17,8 @@ from engine.bot import MemoryBot
 from engine.memory.manager import MEMORY_TOOL
 from engine.memory.namespace import memory_namespace
 from engine.memory.outbox import Pending
+from engine.memory.questions import asked_slots
+from engine.memory.recall import recall
 from engine.memory.records import EPISODES_ONLY, FACTS_ONLY, episode_key, history_namespace
 from engine.settings import Settings
 from tests.fakes.llm import FakeLLM, ToolUse, echo_reply
@@ -247,3 +249,53 @@ async def test_a_turn_embeds_its_text_once(tmp_path: Path, local_embeddings) -> 
             await bot.chat(user_id="u1", thread_id=f"t{n}", text=text)
             assert counted.misses - before == 1, text
         assert len(await bot.episodes("u1")) == 2
+
+
+@pytest.mark.parametrize(
+    ("question", "slots"),
+    [
+        ("what do I do for work?", ("job",)),
+        ("what's my line of work", ("job",)),
+        ("who do I work for now?", ("employer",)),
+        ("which city am I based in?", ("home",)),
+        ("where do we live?", ("home",)),
+        ("where did I grow up?", ("hometown",)),
+        ("what do my friends call me?", ("nickname",)),
+        ("what’s my name?", ("name",)),
+        ("how old am I", ("age",)),
+        ("what's my mum's name?", ("mother",)),
+        ("who is my husband?", ("husband",)),
+        ("where does my brother live?", ()),  # not about the user
+        ("what does my wife do?", ()),  # a relation's slot only says who they are
+        ("what's my brother's name?", ()),  # brothers are many: no slot
+        ("what did I cook on sunday?", ()),
+    ],
+)
+def test_a_question_about_a_single_valued_subject_names_its_slot(question, slots) -> None:
+    assert asked_slots(question) == slots
+
+
+async def test_a_slot_question_is_answered_from_the_slot_whatever_outranks_it(bot) -> None:
+    await bot.chat(
+        user_id="u1", thread_id="a", text="long shift again, I'm a physio so my back is wrecked"
+    )
+    await bot.flush_memories()
+    for chatter in ("ooh a work night out with friends is a cute idea", "what should I do tonight"):
+        await bot.chat(user_id="u1", thread_id="b", text=chatter)
+    [first, *_] = await recall(bot.store, "u1", "what do I do for work?", limit=5)
+    assert (first.key, first.text) == ("profile-job", "I'm a physio.")
+    reply = await bot.chat(user_id="u1", thread_id="c", text="what do I do for work?")
+    assert "physio" in reply.text, reply.text
+
+
+async def test_a_name_is_no_answer_to_what_someone_does(bot) -> None:
+    await bot.chat(user_id="u1", thread_id="a", text="my girlfriend Keisha said yes!! so happy")
+    await bot.chat(
+        user_id="u1", thread_id="a", text="my wife Hoa's sister is getting married in May"
+    )
+    await bot.flush_memories()
+    for question in ("what does Keisha do for a living?", "what does my wife do for work?"):
+        reply = await bot.chat(user_id="u1", thread_id="b", text=question)
+        assert DONT_KNOW in reply.text, (question, reply.text)
+    who = await bot.chat(user_id="u1", thread_id="c", text="what's my girlfriend's name?")
+    assert "Keisha" in who.text, who.text

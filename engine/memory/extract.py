@@ -475,7 +475,13 @@ _NAME_WORD_STOP = frozenset(
 )
 
 
-def _relation_slot(rel: str) -> str | None:
+def profile_key(slot: str) -> str:
+    """The store key of a slot's fact: one per slot, so a new value replaces the old."""
+    return f"profile-{slot}"
+
+
+def relation_slot(rel: str) -> str | None:
+    """The slot a relation's name is kept under ("mum" -> "mother"), None if many-valued."""
     rel = " ".join(rel.lower().split())
     if rel not in _RELATIONS:
         return None
@@ -497,7 +503,7 @@ def _build_relation(*, capitalised: bool) -> _Builder:
         rel = {"gf": "girlfriend", "bf": "boyfriend"}.get(rel, rel)
         adj = (m["adj"] or "").lower()
         text = f"{det} {adj}{rel} is {' '.join(words)}"
-        return _one(text, slot=_relation_slot(m["rel"]))
+        return _one(text, slot=relation_slot(m["rel"]))
 
     return build
 
@@ -921,7 +927,7 @@ def _fact(text: str, kind: Kind, slot: str | None = None) -> Fact:
     text = _EDGE.sub("", text.strip())[:MAX_FACT_CHARS]
     text = f"{text[:1].upper()}{text[1:]}."
     if slot is not None:
-        return Fact(text=text, kind=kind, key=f"profile-{slot}", slot=slot)
+        return Fact(text=text, kind=kind, key=profile_key(slot), slot=slot)
     normalised = " ".join(re.sub(r"[^\w\s]", "", text.lower()).split())
     digest = hashlib.sha256(normalised.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return Fact(text=text, kind=kind, key=f"fact-{digest}")

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from langgraph.store.base import BaseStore, Item
+from langgraph.store.base import BaseStore, GetOp, Item
 
+from engine.memory.extract import profile_key
 from engine.memory.namespace import memory_namespace
+from engine.memory.questions import asked_slots
 from engine.memory.records import RECALLABLE, is_episode, parse_time
 from engine.store.hybrid import HybridConfig, hybrid_config
 
@@ -77,8 +79,23 @@ async def recall(store: BaseStore, user_id: str, query: str, *, limit: int) -> l
     if limit <= 0:
         return []
     now = datetime.now(UTC)
-    items = await store.asearch(
-        memory_namespace(user_id), query=query, filter=RECALLABLE, limit=limit
-    )
+    namespace = memory_namespace(user_id)
+    items = await store.asearch(namespace, query=query, filter=RECALLABLE, limit=limit)
     config = hybrid_config(getattr(store, "index_config", None))
-    return [r for item in items if (r := recalled(item, config, now)) is not None]
+    found = [r for item in items if (r := recalled(item, config, now)) is not None]
+    slotted = await _slot_facts(store, namespace, query)
+    keys = {r.key for r in slotted}
+    return [*slotted, *(r for r in found if r.key not in keys)][:limit]
+
+
+async def _slot_facts(
+    store: BaseStore, namespace: tuple[str, ...], query: str
+) -> list[Recalled]:
+    """The facts a question asks for by subject ("what's my job?" -> the job slot), read by
+    key (engine/memory/questions.py): first, whatever a similarity search ranks."""
+    slots = asked_slots(query)
+    if not slots:
+        return []
+    items = await store.abatch([GetOp(namespace, profile_key(slot)) for slot in slots])
+    found = [r for item in items if item is not None and (r := recalled(item)) is not None]
+    return sorted(found, key=lambda r: r.when or datetime.min.replace(tzinfo=UTC), reverse=True)
