@@ -444,7 +444,11 @@ async def migrate(
     if postgres_dsn is not None and checkpoints_path is not None:
         async with (
             open_sqlite_readonly(checkpoints_path) as saver,
-            open_checkpointer(postgres_dsn, checkpoints_path, pool_size=_THREAD_CONCURRENCY) as pg,
+            # Every checkpoint is copied and verified as it is: the target must not prune
+            # a thread's older ones while they are replayed into it.
+            open_checkpointer(
+                postgres_dsn, checkpoints_path, pool_size=_THREAD_CONCURRENCY, keep_latest=False
+            ) as pg,
         ):
             reports.append(await migrate_checkpoints(saver, pg))
     return reports

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,6 +30,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from engine.checkpoint import idle_threads
 from engine.locks import Locks
 from engine.memory.consolidate import consolidate, prune_episodes
 
@@ -53,23 +55,34 @@ def parse_schedule(spec: str) -> BaseTrigger | None:
         ) from None
 
 
-async def prune_checkpoints(checkpointer: BaseCheckpointSaver, older_than: timedelta) -> list[str]:
+async def prune_checkpoints(
+    checkpointer: BaseCheckpointSaver,
+    older_than: timedelta,
+    *,
+    lock: Callable[[str], AbstractAsyncContextManager[None]] | None = None,
+) -> list[str]:
     """Delete every thread whose newest checkpoint is older than `older_than`.
 
-    Uses only the `BaseCheckpointSaver` API, so it works for SQLite and Postgres alike; it
-    reads every checkpoint's header once, which is why it runs at night, not per turn.
+    Finding them is one query on the checkpoint ids for SQLite and Postgres
+    (`engine.checkpoint.idle_threads`): no checkpoint is loaded, where walking `alist`
+    unpickled every one of them. Deleting is the saver's own `adelete_thread`, a thread at
+    a time. With `lock` (the bot's turn lock) each thread is checked again under it first,
+    so a conversation that resumes while the job runs is not deleted with its new turn.
     """
     cutoff = datetime.now(UTC) - older_than
-    newest: dict[str, datetime] = {}
-    async for saved in checkpointer.alist(None):
-        thread_id = saved.config["configurable"]["thread_id"]
-        written = datetime.fromisoformat(saved.checkpoint["ts"])
-        if thread_id not in newest or written > newest[thread_id]:
-            newest[thread_id] = written
-    idle = [thread_id for thread_id, written in newest.items() if written < cutoff]
-    for thread_id in idle:
-        await checkpointer.adelete_thread(thread_id)
-    return idle
+    deleted = []
+    for thread_id in await idle_threads(checkpointer, cutoff):
+        if lock is None:
+            await checkpointer.adelete_thread(thread_id)
+            deleted.append(thread_id)
+            continue
+        async with lock(thread_id):
+            saved = await checkpointer.aget_tuple({"configurable": {"thread_id": thread_id}})
+            if saved is not None and datetime.fromisoformat(saved.checkpoint["ts"]) >= cutoff:
+                continue  # spoken to since the query
+            await checkpointer.adelete_thread(thread_id)
+            deleted.append(thread_id)
+    return deleted
 
 
 class MemoryScheduler:
@@ -179,7 +192,9 @@ class MemoryScheduler:
         days = self.bot.settings.checkpoint_retention_days
         if days is None:
             return []
-        return await prune_checkpoints(self.bot.checkpointer, timedelta(days=days))
+        return await prune_checkpoints(
+            self.bot.checkpointer, timedelta(days=days), lock=self.bot.locks.thread_turn
+        )
 
 
 def _summary(result: Any) -> str:

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from engine.bot import MemoryBot
@@ -59,7 +60,7 @@ async def test_seed_with_conversations_in_postgres(pg_url: str, tmp_path: Path, 
     """The scale path's checkpointer: same scenario, conversations in a real Postgres."""
     settings = Settings(data_dir=tmp_path, checkpoint_url=pg_url)
     async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
-        assert type(bot.checkpointer).__name__ == "AsyncPostgresSaver"
+        assert isinstance(bot.checkpointer, AsyncPostgresSaver)
         await bot.chat(user_id="1", thread_id="1", text="Hi! Remember: my name is Bob")
         reply = await bot.chat(user_id="1", thread_id="2", text="what is my name?")
         assert "Bob" in reply.text and reply.offline
