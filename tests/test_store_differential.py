@@ -9,6 +9,16 @@ Known, deliberate differences (also in the README):
 - InMemoryStore keeps listing a namespace after its last item is deleted (its dict
   keeps the empty entry); persistent stores list only namespaces that hold items.
   `drop_empty_namespaces` removes those entries from the reference.
+- A `put(..., index=False)` over an item that had vectors leaves it without any, as in
+  langgraph-store-qdrant, the server store EdgeStore shares its code and its data with
+  (`_prepare_upserts_plan` in langgraph/store/qdrant/base.py upserts the point with
+  `vector={}`, and a Qdrant upsert replaces the whole point). InMemoryStore keeps the old
+  vectors (`_apply_put_ops` replaces only `_data`), and so do LangGraph's SQLite and
+  Postgres stores (`_prepare_batch_put_queries` skips an `index=False` put's vectors and
+  never deletes the old `store_vectors` rows): a search for what the item used to say
+  then finds what it says now. `put` documents False as "disable indexing for this item",
+  so the Qdrant behaviour is the one kept; `unindex` models it in the reference, and
+  `test_put_without_index_drops_the_old_vectors` checks it on its own.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from langgraph.store.base import BaseStore
 from langgraph.store.memory import InMemoryStore
@@ -109,6 +119,12 @@ def drop_empty_namespaces(memory: InMemoryStore) -> None:
         memory._vectors.pop(namespace, None)
 
 
+def unindex(memory: InMemoryStore, ns: tuple[str, ...], key: str, index: Any) -> None:
+    """After a put with `index=False`, the item has no vectors (see the module docstring)."""
+    if index is False:
+        memory._vectors[ns].pop(key, None)
+
+
 def check_search(memory_results: list, edge_results: list, query: str | None) -> None:
     if query:
         assert_same_ranked([r for r in memory_results if r.score is not None], edge_results)
@@ -122,6 +138,7 @@ def apply_sync(memory: BaseStore, edge: BaseStore, op: tuple) -> None:
     match op:
         case ("put", ns, key, value, index):
             memory.put(ns, key, value, index=index)
+            unindex(memory, ns, key, index)
             edge.put(ns, key, value, index=index)
             assert plain(edge.get(ns, key)) == plain(memory.get(ns, key))
         case ("delete", ns, key):
@@ -139,6 +156,7 @@ async def apply_async(memory: BaseStore, edge: BaseStore, op: tuple) -> None:
     match op:
         case ("put", ns, key, value, index):
             await memory.aput(ns, key, value, index=index)
+            unindex(memory, ns, key, index)
             await edge.aput(ns, key, value, index=index)
             assert plain(await edge.aget(ns, key)) == plain(await memory.aget(ns, key))
         case ("delete", ns, key):
@@ -157,10 +175,18 @@ async def apply_async(memory: BaseStore, edge: BaseStore, op: tuple) -> None:
 
 
 RANDOM = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Run every time, not only when the random search happens upon it: a re-put with
+# `index=False` (module docstring), then a search for the old text.
+REPUT_UNINDEXED = [
+    ("put", ("docs",), "k1", {"text": "tea", "n": 1}, None),
+    ("put", ("docs",), "k1", {"text": "bob", "n": 1}, False),
+    _search(("docs",), "tea", None, 5, 0),
+]
 
 
 @RANDOM
 @given(ops=operations)
+@example(ops=REPUT_UNINDEXED)
 def test_random_sequences_sync(ops: list[tuple]) -> None:
     with EdgeStore.open(":memory:", index=index_config()) as edge:
         memory = InMemoryStore(index=index_config())
@@ -170,6 +196,7 @@ def test_random_sequences_sync(ops: list[tuple]) -> None:
 
 @RANDOM
 @given(ops=operations)
+@example(ops=REPUT_UNINDEXED)
 def test_random_sequences_async(ops: list[tuple]) -> None:
     async def scenario() -> None:
         async with EdgeStore.open(":memory:", index=index_config()) as edge:
@@ -252,6 +279,29 @@ def test_index_fields_per_put_and_nested_paths() -> None:
                 [r for r in memory.search(("d",), query=query) if r.score is not None],
                 edge.search(("d",), query=query),
             )
+
+
+async def test_put_without_index_drops_the_old_vectors(pair) -> None:
+    """The one deliberate difference in what is stored (module docstring): after a put
+    with `index=False` the item is still there, but no query finds it by meaning, neither
+    by its old text nor its new one, until a put indexes it again."""
+    memory, edge = pair
+    await edge.aput(("d",), "k", {"text": "tea"})
+    assert [i.key for i in await edge.asearch(("d",), query="tea")] == ["k"]
+    edge.put(("d",), "k", {"text": "coffee"}, index=False)
+    assert edge.get(("d",), "k").value == {"text": "coffee"}
+    assert edge.search(("d",), query="tea") == [] and edge.search(("d",), query="coffee") == []
+    assert [i.key for i in edge.search(("d",))] == ["k"]  # still listed, only not by meaning
+    await edge.aput(("d",), "k", {"text": "coffee"}, index=False)  # async: the same
+    assert await edge.asearch(("d",), query="tea") == []
+    edge.put(("d",), "k", {"text": "coffee"})
+    (hit,) = edge.search(("d",), query="coffee")
+    assert hit.key == "k" and hit.score == pytest.approx(1.0)
+    # The reference keeps the vector of what the item no longer says (so `unindex`):
+    memory.put(("d",), "k", {"text": "tea"})
+    memory.put(("d",), "k", {"text": "coffee"}, index=False)
+    (stale,) = [i for i in memory.search(("d",), query="tea") if i.score is not None]
+    assert stale.value == {"text": "coffee"} and stale.score == pytest.approx(1.0)
 
 
 def test_batch_with_mixed_operations(pair) -> None:

@@ -7,12 +7,15 @@ import asyncio
 import subprocess
 import sys
 import textwrap
-import time
+import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langgraph.store.base import InvalidNamespaceError
 from langgraph.store.memory import InMemoryStore
+from langgraph.store.qdrant import base as qdrant_base
 
 from engine.store import EdgeStore
 from tests.store_support import hash_embed, index_config, plain
@@ -33,6 +36,31 @@ def test_invalid_namespaces_raise_what_langgraph_raises(namespace) -> None:
         assert str(actual.value) == str(expected.value)
         edge.put(("ok",), "k", {"text": "still usable"})
         assert edge.get(("ok",), "k").value == {"text": "still usable"}
+
+
+async def test_boolean_filters_match_stored_booleans() -> None:
+    """`{"flag": True}` selects items whose flag is the boolean true, as the server store
+    does. It used to select the number 1 instead (qdrant-edge read True as an int), so the
+    engine kept string flags."""
+    async with EdgeStore.open(":memory:", index=index_config()) as edge:
+        values = {"yes": True, "no": False, "one": 1, "zero": 0, "word": "true"}
+        for key, flag in values.items():
+            await edge.aput(("a",), key, {"text": key, "flag": flag})
+        await edge.aput(("a",), "unset", {"text": "unset"})
+        await edge.aput(("a", "b"), "nested", {"text": "n", "meta": {"ok": True}})
+
+        async def keys(flt: dict[str, Any], query: str | None = None) -> list[str]:
+            return sorted(i.key for i in await edge.asearch(("a",), query=query, filter=flt))
+
+        assert await keys({"flag": True}) == ["yes"]
+        assert await keys({"flag": False}) == ["no"]
+        assert await keys({"flag": {"$eq": True}}) == ["yes"]
+        unless_false = ["nested", "one", "unset", "word", "yes", "zero"]  # missing is not False
+        assert await keys({"flag": {"$ne": False}}) == unless_false
+        assert await keys({"flag": True}, query="yes") == ["yes"]
+        assert await keys({"meta": {"ok": True}}) == ["nested"]
+        assert await keys({"flag": 1}) == ["one"]  # numbers stay numbers
+        assert [i.key for i in edge.search(("a",), filter={"flag": False})] == ["no"]  # sync
 
 
 def test_unsupported_filter_operator_is_a_value_error_and_harmless() -> None:
@@ -126,7 +154,24 @@ async def test_async_delete_namespace() -> None:
         assert await edge.alist_namespaces() == [("memories", "b")]
 
 
-def test_ttl_expiry_sweep_and_refresh_on_read() -> None:
+class Clock:
+    """The store's clock (langgraph-store-qdrant reads the time in one place), moved by
+    the test: expiry is checked without sleeping, so a busy machine cannot expire an item
+    between two reads."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2030, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def test_ttl_expiry_sweep_and_refresh_on_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr(qdrant_base, "_now", clock)
     ttl = {"default_ttl": 0.01, "refresh_on_read": True}  # 0.6 s
     with EdgeStore.open(":memory:", index=index_config(), ttl=ttl) as edge:
         assert edge.supports_ttl
@@ -134,7 +179,7 @@ def test_ttl_expiry_sweep_and_refresh_on_read() -> None:
         edge.put(("t",), "idle", {"text": "nobody reads me"})
         edge.put(("t",), "forever", {"text": "no ttl"}, ttl=None)
         for _ in range(4):
-            time.sleep(0.25)
+            clock.advance(0.25)
             assert edge.get(("t",), "read") is not None  # refreshes its expiry
         assert edge.sweep_ttl() == 1
         assert edge.get(("t",), "idle") is None
@@ -142,19 +187,28 @@ def test_ttl_expiry_sweep_and_refresh_on_read() -> None:
         assert edge.get(("t",), "forever") is not None
 
 
+class ThreadsSeen:
+    """Wraps the store's engine client and notes the thread of every call."""
+
+    def __init__(self, client: Any) -> None:
+        self.client, self.threads = client, set[int]()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.threads.add(threading.get_ident())
+            return method(*args, **kwargs)
+
+        return call
+
+
 async def test_concurrent_coroutines_and_a_free_event_loop() -> None:
-    """Hundreds of concurrent calls all land, and the loop keeps ticking meanwhile."""
+    """Hundreds of concurrent calls all land, and no engine call runs on the event loop's
+    thread (they block: on the loop they would stall every other coroutine)."""
     async with EdgeStore.open(":memory:", index=index_config()) as edge:
-        ticks = 0
-        stop = asyncio.Event()
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while not stop.is_set():
-                ticks += 1
-                await asyncio.sleep(0)
-
-        tick_task = asyncio.create_task(ticker())
+        seen = ThreadsSeen(edge.client)
+        edge.client = seen  # type: ignore[assignment]
         users = [f"u{i}" for i in range(20)]
         await asyncio.gather(
             *(
@@ -166,13 +220,12 @@ async def test_concurrent_coroutines_and_a_free_event_loop() -> None:
         results = await asyncio.gather(
             *(edge.asearch(("memories", u), query=f"{u} fact 3", limit=3) for u in users)
         )
-        stop.set()
-        await tick_task
+        edge.client = seen.client
+        assert seen.threads and threading.get_ident() not in seen.threads
         assert edge.count(("memories",)) == 300
         for user, hits in zip(users, results, strict=True):
             assert hits[0].value["text"] == f"{user} fact 3"
             assert all(tuple(h.namespace) == ("memories", user) for h in hits)
-        assert ticks > 50, "the event loop was blocked while the store worked"
 
 
 def test_closed_store_refuses_work() -> None:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import qdrant_edge as qe
 from qdrant_client import models
 
@@ -73,6 +74,12 @@ def condition(cond: Any) -> Any:
 
 def _match(match: Any) -> Any:
     match match:
+        case models.MatchValue(value=bool() as flag):
+            # qdrant-edge reads `Union[str, int, bool]` trying int first, and a Python bool
+            # is an int: `True` became the number 1, matching `1` and never a stored `true`.
+            # NumPy's bool is no int to it and arrives as a boolean, which is what
+            # qdrant-client sends a server (`{"value": true}`).
+            return qe.MatchValue(np.bool_(flag))
         case models.MatchValue():
             return qe.MatchValue(match.value)
         case models.MatchAny():
