@@ -266,6 +266,16 @@ def _delete_namespace_plan(collection: str, prefix: tuple[str, ...]) -> Plan[int
     return cast(int, found.count)
 
 
+def stored_layout(path: str | Path) -> dict[str, Any] | None:
+    """The layout (`format`, `dims`, `distance`) the store at `path` was created with, or
+    None if no complete store is there. Read before an embedder is chosen: a store made
+    before embedders were recorded tells which one built it only by its vector size."""
+    meta_file = Path(path) / _META_FILE
+    if not meta_file.is_file():
+        return None
+    return cast(dict[str, Any], json.loads(meta_file.read_text()))
+
+
 def _layout(index: QdrantIndexConfig | None) -> dict[str, Any]:
     """What must not change between opens of one shard."""
     return {
@@ -275,13 +285,19 @@ def _layout(index: QdrantIndexConfig | None) -> dict[str, Any]:
     }
 
 
+class StoreLayoutError(ValueError):
+    """The shard on disk was made for other vectors (size, distance) or another format
+    than the store is opened with: the embedder changed, so the caller can name the
+    setting to fix. A `ValueError`, as it always was, for callers that catch that."""
+
+
 def _check_layout(path: Path, found: dict[str, Any], expected: dict[str, Any]) -> None:
     if found.get("format") != FORMAT_VERSION:
-        raise ValueError(
+        raise StoreLayoutError(
             f"Store at {path} has format {found.get('format')}, expected {FORMAT_VERSION}."
         )
     if found["dims"] is None and expected["dims"] is not None:
-        raise ValueError(
+        raise StoreLayoutError(
             f"Store at {path} was created without an index config; semantic search needs "
             "a new store (or a migration)."
         )
@@ -289,7 +305,7 @@ def _check_layout(path: Path, found: dict[str, Any], expected: dict[str, Any]) -
         expected["dims"],
         expected["distance"],
     ):
-        raise ValueError(
+        raise StoreLayoutError(
             f"Store at {path} holds {found['dims']}-dim {found['distance']} vectors, but the "
             f"index config asks for {expected['dims']}-dim {expected['distance']}. Use a new "
             "data directory or the embedder the store was built with."
