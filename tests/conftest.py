@@ -20,9 +20,28 @@ from engine.checkpoint import describe_dsn
 from engine.embeddings.local import LocalEmbeddings
 
 # No example database: every run (CI's clean clone, a developer's checkout) explores anew
-# instead of replaying what an earlier run happened to save in .hypothesis/.
-settings.register_profile("membot", database=None)
+# instead of replaying what an earlier run happened to save in .hypothesis/. No deadline:
+# it fails an example that takes over 200 ms, a timing assertion a busy machine breaks.
+settings.register_profile("membot", database=None, deadline=None)
 settings.load_profile("membot")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Check the profile reached every Hypothesis test: a test's own `@settings` inherits
+    from the profile loaded when it is made, or passes a `database` or `deadline` of its
+    own. (Those that build `@settings` inside the test body, the adapter fuzzers, set both
+    to None in theirs.)"""
+    for item in items:
+        test = getattr(item, "obj", None)
+        if not getattr(test, "is_hypothesis_test", False):
+            continue
+        used = getattr(test, "_hypothesis_internal_use_settings", None) or settings.default
+        if used.database is not None:
+            raise pytest.UsageError(
+                f"{item.nodeid} would use a Hypothesis example database ({used.database!r})"
+            )
+        if used.deadline is not None:
+            raise pytest.UsageError(f"{item.nodeid} has a Hypothesis deadline ({used.deadline})")
 
 
 @pytest.fixture(scope="session")

@@ -52,7 +52,7 @@ def test_make_run_plays_the_seed_scenario_and_survives_a_restart(tmp_path: Path)
     say(child, "what is my name?", "Your name is Bob")
     say(child, "/user 2", "Now talking as 2")
     say(child, "/thread 3", "Now in thread 3")
-    answer = say(child, "what is my name?", r"bot: [^\r\n]+")
+    answer = say(child, "what is my name?", r"bot: [^\r\n]+\r\n")  # the whole line
     assert "Bob" not in answer
     say(child, "/nonsense", "Unknown command /nonsense")
     child.sendline("/quit")

@@ -22,6 +22,7 @@ from engine.bot import MemoryBot
 from engine.memory.manager import MEMORY_TOOL
 from engine.settings import Settings
 from tests.fakes.llm import FakeLLM, ToolUse
+from tests.fakes.waits import WAIT
 from tests.llm_settings import fake_llm_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def env_for(data_dir: Path, fake: FakeLLM | None = None) -> dict[str, str]:
     return env
 
 
-async def wait_until(condition, within: float = 60.0) -> None:
+async def wait_until(condition, within: float = WAIT) -> None:
     deadline = time.monotonic() + within
     while not condition():
         assert time.monotonic() < deadline, "timed out"
@@ -58,13 +59,13 @@ async def wait_until(condition, within: float = 60.0) -> None:
 
 def kill(child: subprocess.Popen[str]) -> None:
     child.send_signal(signal.SIGKILL)
-    child.wait(10)
+    child.wait(WAIT)
     assert child.returncode == -signal.SIGKILL
 
 
 async def test_killed_while_the_model_is_answering(tmp_path, local_embeddings) -> None:
     async with FakeLLM(lambda body: "an answer") as fake:
-        fake.delay = 30.0  # the turn hangs in the model call until we kill the process
+        answer = fake.hold(lambda body: True)  # the turn hangs in the model call till the kill
         child = spawn(
             """
             import asyncio
@@ -80,7 +81,7 @@ async def test_killed_while_the_model_is_answering(tmp_path, local_embeddings) -
             await wait_until(lambda: fake.chat_requests())
         finally:
             kill(child)
-        fake.delay = 0.0
+        answer.release()
         settings = fake_llm_settings(fake, tmp_path)
         async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
             # The turn never finished, so it is absent, not half there; the user's resend
@@ -149,7 +150,7 @@ async def test_killed_while_learning_a_memory(tmp_path, local_embeddings) -> Non
         )
 
     async with FakeLLM(model) as fake:
-        fake.delay = lambda body: 30.0 if body.get("tools") else 0.0
+        extraction = fake.hold(lambda body: bool(body.get("tools")))  # in flight till the kill
         child = spawn(
             """
             import asyncio
@@ -168,7 +169,7 @@ async def test_killed_while_learning_a_memory(tmp_path, local_embeddings) -> Non
         finally:
             kill(child)
         assert child.stdout is not None and child.stdout.read() == "Nice to meet you.\n"
-        fake.delay = 0.0
+        extraction.release()
         settings = fake_llm_settings(fake, tmp_path)
         async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
             assert len(await bot.history("t1")) == 2  # the turn itself was complete

@@ -145,7 +145,7 @@ def _compose_plugin() -> str | None:
         return "the docker CLI (and so its compose plugin) is not installed"
     try:
         probe = subprocess.run(
-            [docker, "compose", "version"], capture_output=True, text=True, timeout=30
+            [docker, "compose", "version"], capture_output=True, text=True, timeout=60
         )
     except (OSError, subprocess.TimeoutExpired) as error:
         return f"`docker compose version` failed: {error}"
@@ -440,7 +440,7 @@ def test_dockerfile_healthcheck_gets_healthz_on_the_configured_port(
 
     def run(http_port: str) -> int:
         env["MEMBOT_HTTP_PORT"] = http_port
-        done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, timeout=30)
+        done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, timeout=60)
         return done.returncode
 
     assert run(str(port)) == 0
@@ -468,9 +468,9 @@ def test_qdrant_healthcheck_command_needs_a_200_from_readyz(
     argv = test[1:] if test[0] == "CMD" else ["sh", "-c", test[1]]
     assert any("6333" in arg for arg in argv)
     argv = [arg.replace("6333", str(port)) for arg in argv]
-    assert subprocess.run(argv, capture_output=True, timeout=30).returncode == 0
+    assert subprocess.run(argv, capture_output=True, timeout=60).returncode == 0
     handler.healthy_paths = {"/healthz"}  # up, but not ready
-    assert subprocess.run(argv, capture_output=True, timeout=30).returncode != 0
+    assert subprocess.run(argv, capture_output=True, timeout=60).returncode != 0
 
 
 # --- deploy/.env.example --------------------------------------------------------------

@@ -14,7 +14,6 @@ import gc
 import math
 import sys
 import threading
-import time
 import warnings
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,10 +39,12 @@ from tests.fakes.discord import (
     Member,
     Role,
 )
+from tests.fakes.waits import WAIT, eventually
 
 Bot = tuple[discord.Client, app_commands.CommandTree]
 Setup = Callable[[discord.Client, app_commands.CommandTree], None]
 GUILD = discord.Object(GUILD_ID)
+CALLBACK = "/interactions/{id}/{token}/callback"
 
 
 def bot_intents() -> discord.Intents:
@@ -51,15 +52,6 @@ def bot_intents() -> discord.Intents:
     intents = discord.Intents.default()
     intents.members = intents.message_content = True
     return intents
-
-
-async def eventually(check: Callable[[], Any], within: float = 5.0) -> Any:
-    """Poll until `check()` is truthy; the client handles events in its own tasks."""
-    deadline = time.monotonic() + within
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"condition not met within {within}s"
-        await asyncio.sleep(0.005)
-    return result
 
 
 def collect(into: list[discord.Message]) -> Callable[[discord.Message], Awaitable[None]]:
@@ -110,16 +102,16 @@ async def connect(fake: FakeDiscord) -> AsyncIterator[Callable[..., Awaitable[Bo
         task = asyncio.create_task(client.connect())
         tasks.append(task)
         ready = asyncio.create_task(client.wait_until_ready())
-        await asyncio.wait({task, ready}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, ready}, timeout=WAIT, return_when=asyncio.FIRST_COMPLETED)
         if not ready.done():
             ready.cancel()
-            task.result() if task.done() else pytest.fail("on_ready did not fire within 5s")
+            task.result() if task.done() else pytest.fail(f"on_ready did not fire in {WAIT}s")
         return client, tree
 
     yield start
     for client in clients:
         await client.close()
-    ended = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
+    ended = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), WAIT)
     assert not errors + [e for e in ended if e is not None]
 
 
@@ -145,7 +137,7 @@ async def test_login_connect_ready_and_guild_cache(
     assert fake.gateway_params == {"v": "10", "encoding": "json", "compress": compression}
     assert fake.identify is not None and fake.identify["token"] == "fake-token"
     assert fake.identify["intents"] == bot_intents().value
-    await fake.ready(timeout=1)
+    await fake.ready()
     await eventually(lambda: math.isfinite(client.latency))  # a heartbeat was ACKed
     assert fake.heartbeats >= 1
 
@@ -220,16 +212,19 @@ async def test_configured_guilds_with_the_presences_intent(
 
     # Interactions carry the member's permissions as Discord computes them.
     seen: list[discord.Permissions] = []
+    answered: list[bool] = []
 
     @tree.command(description="Who am I")
     async def whoami(interaction: discord.Interaction) -> None:
         seen.append(interaction.permissions)
         await interaction.response.send_message("a mod")
+        answered.append(True)  # the sentinel: the fake has the answer before teardown
 
     await fake.dispatch(
         "INTERACTION_CREATE", fake.interaction_create("whoami", user=5, channel_id=71)
     )
-    (permissions,) = await eventually(lambda: seen)
+    await eventually(lambda: answered)
+    (permissions,) = seen
     assert permissions.administrator and permissions.manage_messages
 
 
@@ -440,15 +435,14 @@ async def test_button_click_reaches_view_and_on_interaction(
 async def test_interactions_are_acked_once_in_time_before_followups(
     fake: FakeDiscord, connect: Callable[..., Awaitable[Bot]]
 ):
-    """Discord drops an interaction not acknowledged within 3 s (here shortened) and refuses
-    follow-ups before the acknowledgement: the rule that makes slow LLM replies defer first."""
+    """Discord drops an interaction not acknowledged within 3 s and refuses follow-ups
+    before the acknowledgement: the rule that makes slow LLM replies defer first. The test
+    closes the window itself (`ack_deadline = -1`), rather than racing a short one."""
     client, tree = await connect()
-    fake.ack_deadline = 0.25
     outcomes: list[tuple[str, int]] = []
 
     @tree.command(description="Too slow")
     async def slow(interaction: discord.Interaction) -> None:
-        await asyncio.sleep(0.35)
         try:
             await interaction.response.defer()
         except discord.NotFound as e:
@@ -463,12 +457,15 @@ async def test_interactions_are_acked_once_in_time_before_followups(
         await interaction.response.send_message("ok")
 
     await tree.sync()
-    for name in ("eager", "slow"):
-        event = fake.interaction_create(name, user=MEMBER_ID, channel_id=CHANNEL_ID)
-        await fake.dispatch("INTERACTION_CREATE", event)
+    eager_event = fake.interaction_create("eager", user=MEMBER_ID, channel_id=CHANNEL_ID)
+    await fake.dispatch("INTERACTION_CREATE", eager_event)
+    await eventually(lambda: len(outcomes) == 1 and fake.calls_to("POST", CALLBACK))
+    fake.ack_deadline = -1.0  # from now on every interaction's 3 s have passed
+    slow_event = fake.interaction_create("slow", user=MEMBER_ID, channel_id=CHANNEL_ID)
+    await fake.dispatch("INTERACTION_CREATE", slow_event)
     await eventually(lambda: len(outcomes) == 2)
     assert outcomes == [("early follow-up", 10015), ("late defer", 10062)]
-    callbacks = fake.calls_to("POST", "/interactions/{id}/{token}/callback")
+    callbacks = fake.calls_to("POST", CALLBACK)
     ok = [c for c in callbacks if c.json["type"] == 4]
     assert len(ok) == 1
 
@@ -477,6 +474,88 @@ async def test_interactions_are_acked_once_in_time_before_followups(
     with pytest.raises(discord.HTTPException) as refused:
         await client.http.request(Route("POST", ok[0].path), json={"type": 5})
     assert (refused.value.status, refused.value.code) == (400, 40060)
+
+
+async def test_a_view_sent_as_a_followup_takes_deferred_clicks(
+    fake: FakeDiscord, connect: Callable[..., Awaitable[Bot]]
+):
+    """The pattern slow commands use: defer, send the buttons as an (ephemeral) follow-up,
+    and answer a press with a deferred update (type 6) and then an edit of `@original`,
+    which for a click is the message clicked."""
+    _, tree = await connect()
+    pressed: list[int] = []
+
+    class Confirm(discord.ui.View):
+        @discord.ui.button(label="Erase", custom_id="erase")
+        async def erase(self, interaction: discord.Interaction, _: discord.ui.Button) -> None:
+            await interaction.response.defer()
+            assert interaction.message is not None
+            pressed.append(interaction.message.id)
+            await interaction.edit_original_response(content="erased", view=None)
+
+    @tree.command(description="Ask first")
+    async def wipe(interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        sent = await interaction.followup.send("Sure?", view=Confirm(), ephemeral=True)
+        assert isinstance(sent, discord.WebhookMessage)
+
+    await tree.sync()
+    wipe_event = fake.interaction_create("wipe", user=MEMBER_ID, channel_id=CHANNEL_ID)
+    await fake.dispatch("INTERACTION_CREATE", wipe_event)
+    (followup,) = await fake.wait_for("POST", "/webhooks/{app}/{token}")
+    assert followup.json["flags"] == 64 and followup.json["components"]
+    prompt = fake.sent[-1]
+    click = fake.component_interaction(
+        "erase", user=MEMBER_ID, channel_id=CHANNEL_ID, message=prompt
+    )
+    await fake.dispatch("INTERACTION_CREATE", click)
+    (edit,) = await fake.wait_for("PATCH", "/webhooks/{app}/{token}/messages/{message_id}")
+    assert edit.path.endswith("/@original") and edit.json["content"] == "erased"
+    callback = fake.calls_to("POST", "/interactions/{id}/{token}/callback")[-1]
+    assert callback.json == {"type": 6}  # DEFERRED_UPDATE_MESSAGE
+    assert pressed == [int(prompt["id"])]
+    assert fake.messages[int(prompt["id"])]["content"] == "erased"
+    assert fake.messages[int(prompt["id"])]["components"] == []
+
+
+async def test_clients_sharing_a_token_each_get_every_event(
+    fake: FakeDiscord, connect: Callable[..., Awaitable[Bot]]
+):
+    """Two processes running one bot (replicas, same token, no sharding) each hold a
+    gateway connection, and Discord sends each of them every event."""
+    received: list[list[discord.Message]] = [[], []]
+    for into in received:
+        client, _ = await connect()
+        client.event(collect(into))
+    await fake.ready(connections=2)
+    event = fake.message_create(MEMBER_ID, "hello both", channel_id=CHANNEL_ID)
+    assert await fake.dispatch("MESSAGE_CREATE", event)
+    await eventually(lambda: all(received))
+    assert [[m.id for m in got] for got in received] == [[int(event["id"])]] * 2
+
+
+async def test_an_interaction_sent_twice_is_acknowledged_once(
+    fake: FakeDiscord, connect: Callable[..., Awaitable[Bot]]
+):
+    """Two clients on one token (replicas) both receive an interaction: it is still one
+    interaction, and the second acknowledgement is refused with 40060."""
+    _, tree = await connect()
+    outcomes: list[int] = []
+
+    @tree.command(description="Once")
+    async def once(interaction: discord.Interaction) -> None:
+        try:
+            await interaction.response.defer()
+            outcomes.append(0)
+        except discord.HTTPException as err:
+            outcomes.append(err.code)
+
+    await tree.sync()
+    event = fake.interaction_create("once", user=MEMBER_ID, channel_id=CHANNEL_ID)
+    for _ in range(2):
+        await fake.dispatch("INTERACTION_CREATE", event)
+    await eventually(lambda: len(outcomes) == 2)
+    assert sorted(outcomes) == [0, 40060]
 
 
 async def test_rest_errors_look_like_discord(

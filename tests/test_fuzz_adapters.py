@@ -58,6 +58,7 @@ from tests.fakes.discord import (
     default_guilds,
 )
 from tests.fakes.slack import Delivered, FakeSlack, app_mention
+from tests.fakes.waits import WAIT
 
 JSON = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,7 +208,7 @@ def unexplained(failures: list[Failure]) -> list[Failure]:
 def run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> Any:
     """Hypothesis drives examples from a worker thread; each runs on the test's loop,
     where the harness lives."""
-    return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout=60)
+    return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout=2 * WAIT)
 
 
 # -- shared strategies ---------------------------------------------------------------------
@@ -479,7 +480,7 @@ class SlackRig:
             ]
             if not running:
                 return
-            await asyncio.wait(running, timeout=30)
+            await asyncio.wait(running, timeout=WAIT)
         raise AssertionError("bolt's listeners never settled")
 
     def check(
@@ -507,7 +508,7 @@ class SlackRig:
         mention = app_mention("U1", "<@UBOT> Are you still there?", channel="C1")
         delivered = await self.slack.post_event(self.url, mention)
         assert delivered.status == 200
-        updates = await self.slack.wait_for("chat.update", count=before + 1, timeout=30)
+        updates = await self.slack.wait_for("chat.update", count=before + 1)
         assert updates[-1].args["text"].startswith("[offline]")
 
 
@@ -817,11 +818,13 @@ class DiscordRig:
                 )
             )
             await self.fake.dispatch(name, {})
-            await asyncio.wait_for(seen, 10)
+            await asyncio.wait_for(seen, WAIT)
             handlers = [t for t in asyncio.all_tasks() if t.get_name().startswith(HANDLER_TASKS)]
             if not handlers:
                 return
-            results = await asyncio.wait_for(asyncio.gather(*handlers, return_exceptions=True), 30)
+            results = await asyncio.wait_for(
+                asyncio.gather(*handlers, return_exceptions=True), WAIT
+            )
             for task, result in zip(handlers, results, strict=True):
                 if isinstance(result, Exception):
                     self.escaped.append(Failure.of(f"task {task.get_name()}", result))
@@ -921,7 +924,7 @@ class DiscordRig:
             MEMBER_ID, f"{ME} are you still there?", channel_id=CHANNEL_ID
         )
         await self.fake.dispatch("MESSAGE_CREATE", data)
-        posts = await self.fake.wait_for("POST", messages, count=before + 1, timeout=30)
+        posts = await self.fake.wait_for("POST", messages, count=before + 1)
         assert posts[-1].json["content"].startswith("[offline]")
         await self.settle()
 
@@ -947,13 +950,13 @@ async def discord_rig(tmp_path: Path, local_embeddings) -> AsyncIterator[Discord
                 adapter = DiscordAdapter(bot, config, guild_ready_timeout=0.05)
                 await adapter.client.login(fake.token)
                 connection = asyncio.create_task(adapter.client.connect())
-                await asyncio.wait_for(adapter.client.wait_until_ready(), 10)
+                await asyncio.wait_for(adapter.client.wait_until_ready(), WAIT)
                 with captured_logs() as logs:
                     try:
                         yield DiscordRig(fake, bot, adapter, connection, logs)
                     finally:
                         await adapter.client.close()
-                        await asyncio.wait_for(connection, 5)
+                        await asyncio.wait_for(connection, WAIT)
 
 
 async def test_discord_messages_fuzz(discord_rig: DiscordRig) -> None:

@@ -27,11 +27,13 @@ from engine.locks import (
     thread_key,
 )
 from tests.conftest import POSTGRES_URL
+from tests.fakes.waits import WAIT, eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ["local", "postgres"]
 
 OpenLocks = Callable[[], Awaitable[Locks]]
+PG_POLL = 0.02  # seconds between looks at pg_locks (each look is a new connection)
 
 
 @pytest.fixture
@@ -83,15 +85,6 @@ async def advisory_waits(key: int) -> tuple[int, int]:
     return row[0], row[1]
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 5.0) -> None:
-    """Poll `check` (here: pg_locks, which has no notifications) until it holds."""
-    async with asyncio.timeout(seconds):
-        while True:
-            if await check():
-                return
-            await asyncio.sleep(0.02)
-
-
 # -- keys, names, backend choice ---------------------------------------------------------
 
 
@@ -139,7 +132,7 @@ async def test_different_threads_run_at_once(backend: str, new_locks: OpenLocks)
 
     async def turn(thread: str) -> None:
         async with locks.thread_turn(thread):
-            await asyncio.wait_for(everyone_inside.wait(), 5)
+            await asyncio.wait_for(everyone_inside.wait(), WAIT)
 
     await asyncio.gather(*(turn(name("thread")) for _ in range(4)))
 
@@ -166,10 +159,9 @@ async def test_postgres_turns_exclude_across_processes(backend: str, new_locks: 
 
     async with one.thread_turn(thread):
         waiter = asyncio.create_task(second())
-        await eventually(lambda: _waiting(thread_key(thread), 1))
-        await asyncio.sleep(0.1)
+        await eventually(lambda: _waiting(thread_key(thread), 1), interval=PG_POLL)  # blocked
         assert not entered.is_set()
-    await asyncio.wait_for(waiter, 5)
+    await asyncio.wait_for(waiter, WAIT)
     assert entered.is_set()
 
 
@@ -190,11 +182,17 @@ async def test_waiters_in_one_process_queue_locally(backend: str, new_locks: Ope
 
     tasks = [asyncio.create_task(turn(one)) for _ in range(4)]
     tasks.append(asyncio.create_task(turn(two)))
-    await eventually(lambda: _waiting(key, 1))
-    await asyncio.sleep(0.1)
+    local = one._thread_lock(thread)  # type: ignore[attr-defined]
+
+    async def settled() -> bool:
+        # `one`'s three other turns wait on its local lock (so they cannot reach Postgres
+        # later), and `two` waits in Postgres.
+        return len(local._waiters or ()) == 3 and await _waiting(key, 1)
+
+    await eventually(settled, interval=PG_POLL)
     assert await advisory_waits(key) == (1, 1)  # one holder; only `two` waits in Postgres
     release.set()
-    await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    await asyncio.wait_for(asyncio.gather(*tasks), WAIT)
     assert await advisory_waits(key) == (0, 0)
 
 
@@ -208,7 +206,7 @@ async def test_cancelled_waiter_leaves_no_lock(backend: str, new_locks: OpenLock
                 pytest.fail("entered a turn another process holds")
         assert await advisory_waits(key) == (1, 0)
     assert await advisory_waits(key) == (0, 0)
-    async with asyncio.timeout(5), two.thread_turn(thread):
+    async with asyncio.timeout(WAIT), two.thread_turn(thread):
         assert await advisory_waits(key) == (1, 0)
 
 
@@ -268,7 +266,7 @@ async def test_locks_exclude_a_real_child_process(
     )  # fmt: skip
     assert child.stdin is not None and child.stdout is not None
     try:
-        assert await asyncio.wait_for(child.stdout.readline(), 30) == b"held\n"
+        assert await asyncio.wait_for(child.stdout.readline(), WAIT) == b"held\n"
         locks = await new_locks()
         async with locks.try_job(job) as got:
             assert got is False
@@ -278,8 +276,8 @@ async def test_locks_exclude_a_real_child_process(
                     pytest.fail("entered a turn the child holds")
         child.stdin.write(b"done\n")
         await child.stdin.drain()
-        assert await asyncio.wait_for(child.wait(), 30) == 0
-        async with locks.try_job(job) as got, asyncio.timeout(5), locks.thread_turn(thread):
+        assert await asyncio.wait_for(child.wait(), WAIT) == 0
+        async with locks.try_job(job) as got, asyncio.timeout(WAIT), locks.thread_turn(thread):
             assert got is True
     finally:
         if child.returncode is None:

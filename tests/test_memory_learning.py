@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from engine.memory.manager import MEMORY_TOOL
 from engine.memory.namespace import memory_namespace
 from engine.settings import Settings
 from tests.fakes.llm import FakeLLM, ToolUse, echo_reply
+from tests.fakes.waits import WAIT
 from tests.llm_settings import fake_llm_settings
 
 PATHS = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
@@ -195,20 +195,36 @@ async def test_extraction_runs_after_the_reply_and_a_burst_is_one_extraction(
     fake, tmp_path, local_embeddings
 ):
     fake.reply = lambda body: ops() if is_tool_call(body) else "ok"
-    fake.delay = lambda body: 1.0 if is_tool_call(body) else 0.0  # a slow extraction
-    settings = settings_for(fake, tmp_path, memory_debounce_seconds=0.3)
+    # A quiet period no busy machine outlasts between two messages, so the burst is one
+    # batch for certain; `flush_memories` ends the wait instead of a sleep.
+    settings = settings_for(fake, tmp_path, memory_debounce_seconds=60)
     async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
-        started = time.perf_counter()
         for text in ["hi", "I switched teams", "I'm on payments now"]:
             await bot.chat(user_id="u1", thread_id="t1", text=text)
-        replied = time.perf_counter() - started
-        assert replied < 1.0  # no reply waited for the 1 s extraction
-        assert fake.tool_requests() == []  # still in the quiet period
-        await asyncio.sleep(0.5)
+        assert fake.tool_requests() == []  # all three answered, nothing extracted yet
         await bot.flush_memories()
         [request] = fake.tool_requests()
         said = [m["text"] for m in extraction_payload(request)["new_messages"]]
         assert said == ["hi", "ok", "I switched teams", "ok", "I'm on payments now", "ok"]
+
+
+async def test_a_reply_never_waits_for_a_running_extraction(fake, tmp_path, local_embeddings):
+    """The extraction of the first turn hangs (held by the fake model) while the thread's
+    next message is answered; if replies waited for it, this would time out."""
+    fake.reply = lambda body: ops() if is_tool_call(body) else "ok"
+    extraction = fake.hold(is_tool_call)
+    async with MemoryBot.open(settings_for(fake, tmp_path), embeddings=local_embeddings) as bot:
+        await bot.chat(user_id="u1", thread_id="t1", text="hi")
+        await extraction.arrived()  # the quiet period (0 s) is over: extraction has begun
+        async with asyncio.timeout(WAIT):
+            reply = await bot.chat(user_id="u1", thread_id="t1", text="I switched teams")
+        assert reply.text == "ok" and len(fake.tool_requests()) == 1
+        extraction.release()
+        await bot.flush_memories()
+        said = [
+            [m["text"] for m in extraction_payload(r)["new_messages"]] for r in fake.tool_requests()
+        ]
+        assert said == [["hi", "ok"], ["I switched teams", "ok"]]  # the next batch
 
 
 async def test_extraction_never_mixes_users_sharing_a_thread(fake, tmp_path, local_embeddings):

@@ -42,7 +42,7 @@ def make_settings(fake: FakeLLM | None = None, **overrides: object) -> Settings:
         "anthropic_model": "claude-test-1",
         "openai_model": "gpt-test-mini",
         "llm_max_tokens": 321,
-        "llm_timeout_seconds": 5.0,
+        "llm_timeout_seconds": 60.0,  # only a hang guard: the fake answers at once
     }
     if fake is not None:
         values |= {"anthropic_base_url": fake.anthropic_url, "openai_base_url": fake.openai_url}
@@ -147,7 +147,7 @@ async def test_anthropic_recovers_when_a_retry_succeeds(fake: FakeLLM) -> None:
 
 
 async def test_anthropic_timeout_is_model_error(fake: FakeLLM) -> None:
-    fake.delay = 3.0
+    fake.hold(lambda body: True)  # the model never answers (however slow this machine is)
     chat = AnthropicChat(make_settings(fake, llm_timeout_seconds=0.3), max_retries=0)
     with pytest.raises(ModelError, match=r"no response within 0\.3s") as caught:
         await chat.ainvoke(prompt(HumanMessage("hi")))
@@ -241,7 +241,7 @@ async def test_openai_failure_after_retries_is_model_error(
 
 
 async def test_openai_timeout_is_model_error(fake: FakeLLM) -> None:
-    fake.delay = 3.0
+    fake.hold(lambda body: True)  # the model never answers (however slow this machine is)
     chat = OpenAIChat(make_settings(fake, llm_timeout_seconds=0.3), max_retries=0)
     with pytest.raises(ModelError, match=r"no response within 0\.3s"):
         await chat.ainvoke(prompt(HumanMessage("hi")))

@@ -36,7 +36,7 @@ async def embedder(fake: FakeLLM) -> AsyncIterator[Make]:
             "openai_base_url": fake.openai_url,
             "openai_embedding_model": "text-embedding-3-small",
             "openai_embedding_dims": 64,
-            "llm_timeout_seconds": 5.0,
+            "llm_timeout_seconds": 60.0,  # only a hang guard: the fake answers at once
         }
         made.append(OpenAIEmbeddings(Settings(_env_file=None, **(values | overrides))))
         return made[-1]

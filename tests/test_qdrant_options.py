@@ -8,7 +8,6 @@ silently drop cluster options, and no Qdrant server exists here.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from langchain_core.embeddings import Embeddings
 from engine.settings import Settings
 from engine.store.factory import open_store
 from tests.fakes.qdrant import FakeQdrant, Received
+from tests.fakes.waits import eventually
 
 DIMS = 8
 OPTION_KEYS = ("shard_number", "replication_factor", "write_consistency_factor")
@@ -66,10 +66,10 @@ async def open_and_close(fake: FakeQdrant, config: Settings) -> list[Received]:
         pass
     # Besides setup's own `GET /`, each qdrant-client checks the server version from a thread
     # of its own. Let it land, so it cannot outlive the fake and warn in a later test.
-    for _ in range(500):
-        if len([r for r in fake.requests[start:] if (r.method, r.path) == ("GET", "/")]) >= 2:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(
+        lambda: len([r for r in fake.requests[start:] if (r.method, r.path) == ("GET", "/")]) >= 2,
+        what="qdrant-client's version check",
+    )
     return fake.requests[start:]
 
 

@@ -20,6 +20,7 @@ from engine.store import EdgeStore
 from engine.store.factory import index_config
 from tests.fakes.llm import FakeLLM, ToolUse, last_user_text
 from tests.fakes.qdrant import FakeQdrant
+from tests.fakes.waits import WAIT, eventually
 from tests.llm_settings import fake_llm_settings
 
 
@@ -124,10 +125,11 @@ async def test_the_journal_is_retried_in_the_background(fake, tmp_path, local_em
         await bot.chat(user_id="u1", thread_id="t1", text="my name is Bob")
         await bot.flush_memories()
         store.down = False
-        for _ in range(100):
-            if await bot.journal.size() == 0:
-                break
-            await asyncio.sleep(0.05)
+
+        async def drained() -> bool:
+            return await bot.journal.size() == 0
+
+        await eventually(drained, what="the journal retried in the background")
         assert [m.value["text"] for m in await bot.memories("u1")] == ["My name is Bob."]
 
 
@@ -143,12 +145,12 @@ async def test_checkpointer_outage_gets_a_clear_apology(fake, tmp_path, local_em
 
 async def test_a_hanging_model_hits_the_turn_deadline(fake, tmp_path, local_embeddings) -> None:
     fake.reply = lambda body: "too late"
-    fake.delay = lambda body: 0 if body.get("tools") else 5.0
+    hang = fake.hold(lambda body: not body.get("tools"))  # never released: the model hangs
     settings = settings_for(fake, tmp_path, answer_timeout_seconds=0.5)
     async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
-        started = asyncio.get_running_loop().time()
-        reply = await bot.chat(user_id="u1", thread_id="t1", text="hello?")
-        assert asyncio.get_running_loop().time() - started < 3
+        async with asyncio.timeout(WAIT):  # without the deadline the turn would hang
+            reply = await bot.chat(user_id="u1", thread_id="t1", text="hello?")
+        await hang.arrived()  # it did reach the model
         assert reply.error and "couldn't reach my language model" in reply.text
         assert "deadline" in reply.text
         assert [m.content for m in await bot.history("t1")] == ["hello?"]
@@ -171,7 +173,9 @@ async def test_server_store_gone_answers_without_memories_and_journals(
         recall_timeout_seconds=2,
     )
     async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
-        await asyncio.sleep(0.3)  # let qdrant-client's own version check land
+        # Besides setup's own `GET /`, qdrant-client checks the server version from a thread
+        # of its own: let it land first.
+        await eventually(lambda: len(qdrant.requests_to("GET", "/")) >= 2, what="version check")
         await asyncio.to_thread(qdrant.close)  # the server is gone: connection refused
         reply = await bot.chat(user_id="u1", thread_id="t1", text="Hi, my name is Bob")
         assert not reply.error

@@ -7,14 +7,18 @@ import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from langgraph.store.qdrant import base as qdrant_base
 
 from bots.cli import scheduled_jobs
+from engine import scheduler as scheduler_module
 from engine.bot import MemoryBot
 from engine.locks import LocalLocks, open_locks
 from engine.memory.consolidate import MERGE_TOOL
@@ -22,6 +26,7 @@ from engine.memory.manager import MEMORY_TOOL
 from engine.scheduler import MemoryScheduler, parse_schedule
 from engine.settings import Settings
 from tests.fakes.llm import FakeLLM, ToolUse
+from tests.fakes.waits import WAIT
 from tests.llm_settings import fake_llm_settings
 
 POSTGRES = os.environ.get("MEMBOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -58,6 +63,17 @@ def curator(body: dict[str, Any]) -> str | ToolUse:
     )
 
 
+def clock_at(moment: datetime) -> type[datetime]:
+    """`datetime` whose `now()` is `moment`: a job's clock, set instead of slept to."""
+
+    class At(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
+            return moment.astimezone(tz) if tz else moment
+
+    return At
+
+
 def test_schedules_parse() -> None:
     assert parse_schedule("off") is None
     assert isinstance(parse_schedule("every 30m"), IntervalTrigger)
@@ -82,12 +98,17 @@ async def test_scheduler_starts_and_stops_with_the_bot(tmp_path, local_embedding
             assert scheduler is None
 
 
-async def test_ttl_sweep_deletes_expired_memories(tmp_path, local_embeddings) -> None:
-    settings = Settings(data_dir=tmp_path, memory_ttl_days=1 / 86400)  # one second
+async def test_ttl_sweep_deletes_expired_memories(
+    tmp_path, local_embeddings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(data_dir=tmp_path, memory_ttl_days=1)
     async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
         await bot.remember("u1", "I like tea")
-        await asyncio.sleep(1.5)
-        await bot.remember("u2", "I like coffee")  # fresh: survives
+        between = datetime.now(UTC)
+        await bot.remember("u2", "I like coffee")
+        # The sweep runs one day after `between` (the store's clock, not a sleep): what was
+        # written before it has expired, what came after survives.
+        monkeypatch.setattr(qdrant_base, "_now", lambda: between + timedelta(days=1))
         scheduler = MemoryScheduler(bot, bot.locks)
         assert await scheduler.run_once("ttl_sweep") >= 2  # the memory and its history entry
         assert await bot.memories("u1") == []
@@ -137,12 +158,17 @@ async def test_offline_consolidation_merges_only_near_identical_memories(
         assert texts == ["Berlin is where I live.", "I live in Berlin.", "I love green tea."]
 
 
-async def test_prune_deletes_idle_conversations_only(tmp_path, local_embeddings) -> None:
-    settings = Settings(data_dir=tmp_path, checkpoint_retention_days=1 / 86400)  # one second
+async def test_prune_deletes_idle_conversations_only(
+    tmp_path, local_embeddings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(data_dir=tmp_path, checkpoint_retention_days=1)
     async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
         await bot.chat(user_id="u1", thread_id="old", text="hello")
-        await asyncio.sleep(1.5)
+        between = datetime.now(UTC)
         await bot.chat(user_id="u1", thread_id="new", text="hello again")
+        # The job runs one day after `between` (its clock, not a sleep): idle since before
+        # it is idle for more than the retention, spoken to after it is not.
+        monkeypatch.setattr(scheduler_module, "datetime", clock_at(between + timedelta(days=1)))
         pruned = await MemoryScheduler(bot, bot.locks).run_once("prune_checkpoints")
         assert pruned == ["old"]
         assert await bot.history("old") == []
@@ -156,22 +182,23 @@ async def test_two_schedulers_run_a_job_once(fake, tmp_path, local_embeddings, b
         for n, text in enumerate(BERLIN):
             await bot.chat(user_id="u1", thread_id=f"t{n}", text=text)
         await bot.flush_memories()
-        fake.delay = lambda body: 0.5  # a slow merge verdict keeps the first run busy
-        if backend == "local":
-            first = MemoryScheduler(bot, LocalLocks(tmp_path / "locks"))
-            second = MemoryScheduler(bot, LocalLocks(tmp_path / "locks"))
-            results = await asyncio.gather(
-                first.run_once("consolidate"), second.run_once("consolidate")
-            )
-        else:
-            async with (
-                open_locks(POSTGRES, tmp_path) as locks_a,
-                open_locks(POSTGRES, tmp_path) as locks_b,
-            ):
-                results = await asyncio.gather(
-                    MemoryScheduler(bot, locks_a).run_once("consolidate"),
-                    MemoryScheduler(bot, locks_b).run_once("consolidate"),
-                )
+        # The merge verdict waits for the test: the run that got the job holds it meanwhile.
+        verdict = fake.hold(lambda body: body.get("tools", [{}])[0].get("name") == MERGE_TOOL.name)
+        async with AsyncExitStack() as stack:
+            if backend == "local":
+                locks = [LocalLocks(tmp_path / "locks") for _ in range(2)]
+            else:
+                opened = [open_locks(POSTGRES, tmp_path) for _ in range(2)]
+                locks = [await stack.enter_async_context(one) for one in opened]
+            runs = [
+                asyncio.create_task(MemoryScheduler(bot, one).run_once("consolidate"))
+                for one in locks
+            ]
+            await verdict.arrived()
+            done, _ = await asyncio.wait(runs, timeout=WAIT, return_when=asyncio.FIRST_COMPLETED)
+            assert [run.result() for run in done] == [None]  # the other found the job taken
+            verdict.release()
+            results = await asyncio.gather(*runs)
         ran = [r for r in results if r is not None]
         assert len(ran) == 1 and len(ran[0]) == 1  # one run, which merged the three
         assert len(fake.tool_requests()) == 3 + 1  # three extractions, one merge verdict

@@ -19,9 +19,10 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from bots.slack import FILES_ONLY, SlackAdapter
 from engine.bot import MemoryBot
 from engine.settings import Settings
-from tests.fakes.slack import FakeSlack, app_mention, message
+from tests.fakes.slack import Call, FakeSlack, app_mention, message
 
 SECRET = "test-signing-secret"
+SENTINEL = "DSENTINEL"  # the DM channel of `Harness.sentinel`
 
 
 @dataclass
@@ -40,6 +41,17 @@ class Harness:
         """Texts of the bot's final answers (placeholders edited into answers)."""
         updates = await self.slack.wait_for("chat.update", count=count)
         return [call.args["text"] for call in updates]
+
+    async def sentinel(self) -> None:
+        """Deliver a DM that must be answered, and wait for its answer: what the events
+        delivered before it were going to post has been posted by then, so counting the
+        calls afterwards shows what did not happen (no sleeping and hoping)."""
+        await self.deliver_event(message("U2", "are you there?", channel=SENTINEL))
+        await self.slack.wait_for("chat.update", where=lambda c: c.args["channel"] == SENTINEL)
+
+    def calls(self, method: str) -> list[Call]:
+        """Calls of `method`, the sentinel's left out."""
+        return [c for c in self.slack.calls_to(method) if c.args.get("channel") != SENTINEL]
 
 
 @pytest.fixture
@@ -132,7 +144,6 @@ async def test_seed_scenario(harness: Harness) -> None:
 
 
 async def test_thread_follow_ups_and_never_answering_bots(harness: Harness) -> None:
-    slack = harness.slack
     mention = app_mention("U1", "<@UBOT> remember: I like tea", channel="C1")
     await harness.deliver_event(mention)
     await harness.answers(1)
@@ -170,9 +181,9 @@ async def test_thread_follow_ups_and_never_answering_bots(harness: Harness) -> N
         delivered = await harness.deliver_event(event)
         if harness.mode == "http":
             assert delivered.status == 200  # acked, or Slack would retry it
-    await asyncio.sleep(0.5)
-    assert len(slack.calls_to("chat.postMessage")) == 2
-    assert len(slack.calls_to("chat.update")) == 2
+    await harness.sentinel()
+    assert len(harness.calls("chat.postMessage")) == 2
+    assert len(harness.calls("chat.update")) == 2
 
 
 async def test_retried_event_is_answered_once(harness: Harness) -> None:
@@ -182,9 +193,9 @@ async def test_retried_event_is_answered_once(harness: Harness) -> None:
     ]
     await asyncio.gather(*deliveries)
     await harness.answers(1)
-    await asyncio.sleep(0.5)
-    assert len(harness.slack.calls_to("chat.postMessage")) == 1
-    assert len(harness.slack.calls_to("chat.update")) == 1
+    await harness.sentinel()
+    assert len(harness.calls("chat.postMessage")) == 1
+    assert len(harness.calls("chat.update")) == 1
 
 
 @pytest.mark.parametrize("harness", ["http"], indirect=True)  # Socket Mode is unsigned
@@ -197,8 +208,8 @@ async def test_bad_signature_is_refused_before_the_engine(harness: Harness) -> N
         message("U1", "remember: my name is Eve", channel="D1"), timestamp=1_000_000
     )
     assert stale.status == 401
-    await asyncio.sleep(0.3)
-    assert harness.slack.calls_to("chat.postMessage") == []
+    await harness.sentinel()
+    assert harness.calls("chat.postMessage") == []
     assert await harness.bot.memories("slack:T1:U1") == []
     assert await harness.bot.history("slack:T1:D1") == []
 

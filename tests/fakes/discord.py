@@ -18,8 +18,11 @@ As Discord does: the gateway compresses as its URL asks (zlib-stream or zstd-str
 members arrive by chunking (op 8) unless the presences intent is on; message events are dropped
 without GUILD_MESSAGES / DIRECT_MESSAGES and lose their content without MESSAGE_CONTENT (unless
 a DM, a mention of the bot or the bot's own); the bot's own messages come back as MESSAGE_CREATE;
-empty or >2000-character messages are 400s; an interaction is acknowledged once, within
-`ack_deadline`, before any follow-up. Unknown routes are recorded and answered 404.
+empty or >2000-character messages are 400s; an interaction is acknowledged once, before any
+follow-up, and not after its window closed. Discord's window is 3 s; a wall-clock window would
+fail tests whenever the machine is busy, so none applies by default (`ack_deadline=None`): a
+test closes the window itself (`fake.ack_deadline = -1`) or sets one in seconds. Unknown
+routes are recorded and answered 404.
 """
 
 # The waits take `timeout=` because tests read better that way than wrapped in asyncio.timeout.
@@ -44,6 +47,8 @@ import yarl
 from aiohttp import WSMsgType, web
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
+
+from tests.fakes.waits import WAIT
 
 JSON = dict[str, Any]
 ADMINISTRATOR, MANAGE_GUILD, ALL_PERMISSIONS = 1 << 3, 1 << 5, (1 << 53) - 1
@@ -133,6 +138,25 @@ class _Interaction:
     original: JSON | None = None
 
 
+@dataclass
+class _Session:
+    """A gateway session: what the client identified with and the events' sequence."""
+
+    id: str
+    identify: JSON
+    seq: int = 0
+
+
+@dataclass
+class _Connection:
+    """One gateway websocket; several at once when several clients share a token (replicas)."""
+
+    ws: web.WebSocketResponse
+    compress: Callable[[bytes], bytes] | None
+    session: _Session | None = None  # after IDENTIFY (or a RESUME)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # keeps sequence and stream in order
+
+
 class DiscordError(Exception):
     """Raised by a route handler to answer with Discord's JSON error body."""
 
@@ -182,7 +206,8 @@ def _now() -> str:
 
 
 class FakeDiscord:
-    """Discord's REST API (the routes discord.py uses) and one gateway connection."""
+    """Discord's REST API (the routes discord.py uses) and its gateway. Several clients may
+    connect with one token (replicas of a bot): each gets every event, as from Discord."""
 
     def __init__(
         self,
@@ -194,7 +219,7 @@ class FakeDiscord:
         dm_channels: list[DMChannel] | None = None,
         token: str = "fake-token",
         heartbeat_interval_ms: int = 41_250,
-        ack_deadline: float = 3.0,
+        ack_deadline: float | None = None,
         echo_own_messages: bool = True,
     ) -> None:
         self.application_id, self.token = application_id, token
@@ -207,19 +232,19 @@ class FakeDiscord:
         self.echo_own_messages = echo_own_messages
         self.calls: list[Call] = []
         self.identify: JSON | None = None  # the last IDENTIFY's `d`: token, intents, properties
-        self.gateway_params: dict[str, str] = {}  # the gateway URL's query: v, encoding, compress
+        self.gateway_params: dict[str, str] = {}  # the last gateway URL's query: v, encoding, ...
         self.heartbeats = 0
         self.resumes: list[JSON] = []
         self.member_requests: list[JSON] = []  # op 8 REQUEST_GUILD_MEMBERS payloads
         self.commands: dict[int | None, list[JSON]] = {}  # guild id (None: global) -> synced
         self.messages: dict[int, JSON] = {}  # every message the fake knows, by id
         self.sent: list[JSON] = []  # messages the bot made: channel posts, responses, follow-ups
-        self.session_id, self.port = "", 0
-        self._seq, self._ids = 0, 0
+        self.session_id, self.port = "", 0  # session_id: the last one started
+        self._ids = 0
         self._interactions: dict[int, _Interaction] = {}
-        self._ws: web.WebSocketResponse | None = None
-        self._compress: Callable[[bytes], bytes] | None = None
-        self._ready, self._send_lock = asyncio.Event(), asyncio.Lock()
+        self._connections: list[_Connection] = []
+        self._sessions: dict[str, _Session] = {}
+        self._ready = asyncio.Event()
         table: list[tuple[str, str, Callable[..., Any], bool]] = [
             ("GET", "/gateway", lambda *_: {"url": self.gateway_url}, False),
             ("GET", "/gateway/bot", self._gateway_bot, True),
@@ -265,19 +290,50 @@ class FakeDiscord:
         return [c for c in self.calls if c.method == method and pattern.match(c.path)]
 
     async def wait_for(
-        self, method: str, route: str, count: int = 1, timeout: float = 5.0
+        self,
+        method: str,
+        route: str,
+        count: int = 1,
+        timeout: float = WAIT,
+        where: Callable[[Call], bool] | None = None,
     ) -> list[Call]:
-        """Poll until `count` matching calls arrived (the client acts in its own tasks)."""
+        """Poll until `count` matching calls (those `where` accepts, if given) arrived; the
+        client acts in its own tasks."""
         deadline = time.monotonic() + timeout
-        while len(found := self.calls_to(method, route)) < count:
+        while True:
+            found = self.calls_to(method, route)
+            found = found if where is None else [c for c in found if where(c)]
+            if len(found) >= count:
+                return found
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(found)} of {count} {method} {route} within {timeout}s")
             await asyncio.sleep(0.005)
-        return found
 
-    async def ready(self, timeout: float = 5.0) -> None:
-        """Wait until the client identified and READY and every GUILD_CREATE went out."""
+    async def wait_for_reply(self, message: JSON, timeout: float = WAIT) -> Call:
+        """The bot's reply to `message` (a `message_create` payload already dispatched): the
+        first post in its channel that references it. As a sentinel: dispatch a message that
+        must be answered after the ones that must not be, wait for its reply, then count."""
+
+        def replies(call: Call) -> bool:
+            ref = (call.json or {}).get("message_reference") or {}
+            return str(ref.get("message_id")) == str(message["id"])
+
+        route = f"/channels/{message['channel_id']}/messages"
+        (reply, *_) = await self.wait_for("POST", route, timeout=timeout, where=replies)
+        return reply
+
+    async def ready(self, timeout: float = WAIT, connections: int = 1) -> None:
+        """Wait until the client identified and READY and every GUILD_CREATE went out (on
+        `connections` gateway connections at once: one per replica)."""
         await asyncio.wait_for(self._ready.wait(), timeout)
+        deadline = time.monotonic() + timeout
+        while len(self._identified_connections()) < connections:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not {connections} gateway connections within {timeout}s")
+            await asyncio.sleep(0.005)
+
+    def _identified_connections(self) -> list[_Connection]:
+        return [c for c in self._connections if c.session is not None and not c.ws.closed]
 
     async def __aenter__(self) -> FakeDiscord:
         app = web.Application()
@@ -292,8 +348,8 @@ class FakeDiscord:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._ws is not None:
-            await self._ws.close()
+        for connection in list(self._connections):
+            await connection.ws.close()
         await self._runner.cleanup()
 
     # -- gateway ---------------------------------------------------------------------------
@@ -301,55 +357,62 @@ class FakeDiscord:
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        self._ws, self.gateway_params = ws, dict(request.query)
-        self._compress = _compressor(request.query.get("compress"))
-        await self._send(10, {"heartbeat_interval": self.heartbeat_interval_ms})
-        async for msg in ws:
-            if msg.type is not WSMsgType.TEXT:
-                continue
-            op, d = (payload := json.loads(msg.data))["op"], payload.get("d")
-            if op == 1:  # HEARTBEAT
-                self.heartbeats += 1
-                await self._send(11, None)
-            elif op == 2 and d["token"] != self.token:
-                await ws.close(code=4004, message=b"Authentication failed.")
-            elif op == 2:
-                await self._identified(d)
-            elif op == 6:  # RESUME: no events are replayed; a stale session is invalidated
-                self.resumes.append(d)
-                resumable = d["session_id"] == self.session_id
-                await (self._send(0, {}, "RESUMED") if resumable else self._send(9, False))
-            elif op == 8:
-                self.member_requests.append(d)
-                await self._members_chunk(d)
-        if self._ws is ws:
-            self._ws = None
+        self.gateway_params = dict(request.query)
+        conn = _Connection(ws, _compressor(request.query.get("compress")))
+        self._connections.append(conn)
+        try:
+            await self._send(conn, 10, {"heartbeat_interval": self.heartbeat_interval_ms})
+            async for msg in ws:
+                if msg.type is not WSMsgType.TEXT:
+                    continue
+                op, d = (payload := json.loads(msg.data))["op"], payload.get("d")
+                if op == 1:  # HEARTBEAT
+                    self.heartbeats += 1
+                    await self._send(conn, 11, None)
+                elif op == 2 and d["token"] != self.token:
+                    await ws.close(code=4004, message=b"Authentication failed.")
+                elif op == 2:
+                    await self._identified(conn, d)
+                elif op == 6:  # RESUME: no events are replayed; a stale session is invalidated
+                    self.resumes.append(d)
+                    conn.session = self._sessions.get(d["session_id"])
+                    if conn.session is not None:
+                        await self._send(conn, 0, {}, "RESUMED")
+                    else:
+                        await self._send(conn, 9, False)  # INVALID_SESSION, not resumable
+                elif op == 8:
+                    self.member_requests.append(d)
+                    await self._members_chunk(conn, d)
+        finally:
+            self._connections.remove(conn)
         return ws
 
-    async def _send(self, op: int, d: Any, event: str | None = None) -> None:
-        if (ws := self._ws) is None:
-            raise RuntimeError("no gateway connection")
-        async with self._send_lock:  # sequence numbers and the compressed stream stay in order
-            self._seq += op == 0
-            raw = json.dumps({"op": op, "d": d, "s": self._seq if op == 0 else None, "t": event})
-            if self._compress:
-                await ws.send_bytes(self._compress(raw.encode()))
+    async def _send(self, conn: _Connection, op: int, d: Any, event: str | None = None) -> None:
+        async with conn.lock:  # sequence numbers and the compressed stream stay in order
+            seq = None
+            if op == 0 and conn.session is not None:
+                conn.session.seq += 1
+                seq = conn.session.seq
+            raw = json.dumps({"op": op, "d": d, "s": seq, "t": event})
+            if conn.compress:
+                await conn.ws.send_bytes(conn.compress(raw.encode()))
             else:
-                await ws.send_str(raw)
+                await conn.ws.send_str(raw)
 
-    async def _identified(self, d: JSON) -> None:
-        self.identify, self._seq, self.session_id = d, 0, secrets.token_hex(16)
+    async def _identified(self, conn: _Connection, d: JSON) -> None:
+        self.identify, self.session_id = d, secrets.token_hex(16)
+        conn.session = self._sessions[self.session_id] = _Session(self.session_id, d)
         ready = {"v": 10, "user": self._user(self.bot_user_id), "session_id": self.session_id}
         ready |= {"resume_gateway_url": self.gateway_url, "private_channels": []}
         ready["shard"] = d.get("shard", [0, 1])  # one connection serves whichever shard asks
         ready["guilds"] = [{"id": str(g.id), "unavailable": True} for g in self.guilds]
         ready["application"] = {"id": str(self.application_id), "flags": APP_FLAGS}
-        await self._send(0, ready, "READY")
+        await self._send(conn, 0, ready, "READY")
         for g in self.guilds:
-            await self._send(0, self._guild_create(g), "GUILD_CREATE")
+            await self._send(conn, 0, self._guild_create(g, d), "GUILD_CREATE")
         self._ready.set()
 
-    async def _members_chunk(self, d: JSON) -> None:
+    async def _members_chunk(self, conn: _Connection, d: JSON) -> None:
         guild = self._guild(d["guild_id"])
         ids, query = {int(i) for i in d.get("user_ids") or []}, d.get("query", "").lower()
         found = [m for m in self._members(guild) if m.name.lower().startswith(query)]
@@ -357,30 +420,51 @@ class FakeDiscord:
         chunk = {"guild_id": str(guild.id), "chunk_index": 0, "chunk_count": 1}
         chunk["members"] = [self._member(guild, m) for m in found]
         chunk |= {"nonce": d["nonce"]} if "nonce" in d else {}
-        await self._send(0, chunk, "GUILD_MEMBERS_CHUNK")
+        await self._send(conn, 0, chunk, "GUILD_MEMBERS_CHUNK")
 
     async def dispatch(self, event: str, data: JSON) -> bool:
-        """Send `event` as op 0. False (nothing sent) where Discord would not deliver it for the
-        identified intents; message content is blanked as without MESSAGE_CONTENT."""
-        if self._ws is None or self.identify is None:
+        """Send `event` as op 0 on every identified connection (replicas sharing the token
+        each get it, as from Discord). False (nothing sent) where Discord would not deliver
+        it for the identified intents; message content is blanked as without
+        MESSAGE_CONTENT."""
+        connections = self._identified_connections()
+        if not connections:
             raise RuntimeError("no identified gateway connection")
-        intents, in_guild = self.identify.get("intents", 0), "guild_id" in data
+        if event == "INTERACTION_CREATE":  # the acknowledgement clock starts now
+            self.know_interaction(data)
+        sent = False
+        for conn in connections:
+            assert conn.session is not None
+            if (shown := self._as_seen(conn.session.identify, event, data)) is not None:
+                await self._send(conn, 0, shown, event)
+                sent = True
+        return sent
+
+    def _as_seen(self, identify: JSON, event: str, data: JSON) -> JSON | None:
+        """`data` as a client identified with `identify` receives it, or None if not at all."""
+        intents, in_guild = identify.get("intents", 0), "guild_id" in data
         if event in ("MESSAGE_CREATE", "MESSAGE_UPDATE"):
             if not intents & (GUILD_MESSAGES if in_guild else DM_MESSAGES):
-                return False
+                return None
             exempt = {int(u["id"]) for u in data.get("mentions", [])} | {int(data["author"]["id"])}
             if in_guild and not intents & MESSAGE_CONTENT and self.bot_user_id not in exempt:
-                data = data | {"content": ""} | _blank(lists="embeds attachments components")
-        if event == "INTERACTION_CREATE":  # the acknowledgement clock starts now
-            message_id = int(data["message"]["id"]) if "message" in data else None
-            entry = _Interaction(data["token"], data["type"], int(data["channel_id"]), message_id)
-            self._interactions[int(data["id"])] = entry
-        await self._send(0, data, event)
-        return True
+                return data | {"content": ""} | _blank(lists="embeds attachments components")
+        return data
+
+    def know_interaction(self, data: JSON, *, acknowledged: bool = False) -> None:
+        """Take note of an INTERACTION_CREATE payload (`dispatch` does) so its callback and
+        follow-ups are accepted. Sent again (to a second connection, as to another replica
+        on the same token) it is the same interaction: acknowledged once, whichever client
+        is first. `acknowledged`: one a client, since gone, already deferred."""
+        message_id = int(data["message"]["id"]) if "message" in data else None
+        entry = _Interaction(data["token"], data["type"], int(data["channel_id"]), message_id)
+        entry.acked = acknowledged
+        self._interactions.setdefault(int(data["id"]), entry)
 
     async def reconnect(self) -> None:
         """Send op 7 RECONNECT: discord.py closes and RESUMEs at `resume_gateway_url`."""
-        await self._send(7, None)
+        for conn in self._identified_connections():
+            await self._send(conn, 7, None)
 
     # -- payload builders ------------------------------------------------------------------
 
@@ -443,7 +527,7 @@ class FakeDiscord:
             return None, channel | _blank("last_message_id", zeros="flags")
         raise DiscordError(404, 10003, "Unknown Channel")
 
-    def _guild_create(self, g: Guild) -> JSON:
+    def _guild_create(self, g: Guild, identify: JSON) -> JSON:
         everyone = Role(g.id, "@everyone", g.everyone_permissions, position=0)
         roles = [
             {"id": str(r.id), "name": r.name, "permissions": str(r.permissions)}
@@ -452,7 +536,7 @@ class FakeDiscord:
             for r in [everyone, *g.roles]
         ]
         # Without the presences intent Discord sends only the bot's member; the rest is chunked.
-        with_all = self.identify and self.identify.get("intents", 0) & PRESENCES
+        with_all = identify.get("intents", 0) & PRESENCES
         shown = self._members(g) if with_all else [self.bot]
         guild = {"id": str(g.id), "name": g.name, "owner_id": str(g.owner_id), "roles": roles}
         threads = [self._channel(c.id)[1] for c in g.channels if c.type in (10, 11, 12)]
@@ -668,7 +752,7 @@ class FakeDiscord:
             fields["message_reference"] = ref
         msg = self._message(self.bot_user_id, body.get("content") or "", m["channel_id"], **fields)
         self.sent.append(msg)
-        if self.echo_own_messages and self._ws is not None and self.identify is not None:
+        if self.echo_own_messages and self._identified_connections():
             await self.dispatch("MESSAGE_CREATE", self._for_gateway(msg, guild))
         return msg
 
@@ -680,10 +764,13 @@ class FakeDiscord:
         return found
 
     def _edit(self, m: dict[str, str], body: JSON, _: Any) -> JSON:
-        """PATCH a channel message or a webhook one (`@original`: the interaction response)."""
+        """PATCH a channel message or a webhook one (`@original`: the interaction response;
+        for a click answered by a (deferred) update, the message that was clicked)."""
         interaction = self._acked(m) if "token" in m else None
         if interaction and m["message_id"] == "@original":
             msg = interaction.original
+            if msg is None and interaction.message_id is not None:
+                msg = self.messages.get(interaction.message_id)
         else:
             _ = interaction or self._channel(m["channel_id"])  # 404 for an unknown channel
             msg = self.messages.get(int(m["message_id"])) if m["message_id"].isdigit() else None
@@ -696,12 +783,12 @@ class FakeDiscord:
         return msg
 
     def _callback(self, m: dict[str, str], body: JSON, query: dict[str, str]) -> JSON | None:
-        """Answer an interaction, once and within `ack_deadline`. discord.py always asks
+        """Answer an interaction, once and within `ack_deadline` (if set). discord.py asks
         `?with_response=1` and then needs this InteractionCallback JSON, not a 204."""
         i = self._interactions.get(int(m["interaction_id"]))
         if i is not None and i.token == m["token"] and i.acked:
             raise DiscordError(400, 40060, "Interaction has already been acknowledged.")
-        if i is None or i.token != m["token"] or time.monotonic() - i.created > self.ack_deadline:
+        if i is None or i.token != m["token"] or self._late(i):
             raise DiscordError(404, 10062, "Unknown interaction")
         kind, data = body["type"], body.get("data") or {}
         resource: JSON = {"type": kind}
@@ -727,6 +814,10 @@ class FakeDiscord:
         if "message" in resource:
             answer["response_message_id"] = resource["message"]["id"]
         return {"interaction": answer, "resource": resource}
+
+    def _late(self, interaction: _Interaction) -> bool:
+        deadline = self.ack_deadline
+        return deadline is not None and time.monotonic() - interaction.created > deadline
 
     def _followup(self, m: dict[str, str], body: JSON, query: dict[str, str]) -> JSON | None:
         i = self._acked(m)

@@ -17,6 +17,9 @@ anything else that blocks the test's loop) cannot deadlock it. Usage::
         fake.fail(529, times=3)          # the next three requests get a vendor-shaped error
         fake.delay = 2.0                 # each response is held back this long (timeouts)
         fake.delay = lambda body: 0.5    # ... or per request
+        held = fake.hold(lambda body: bool(body.get("tools")))  # these wait for the test:
+        await held.arrived()             # one is being held now
+        held.release()                   # it, and any later one, is answered
         fake.requests                    # everything received, in order (`Received`)
 """
 
@@ -31,15 +34,17 @@ import json
 import math
 import random
 import struct
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from tests.fakes.threaded import ThreadedServer
+from tests.fakes.waits import WAIT
 
 # Vendor `error.type` by status. Other 4xx are "invalid_request_error"; other 5xx are
 # "api_error" (Anthropic) or "server_error" (OpenAI).
@@ -66,6 +71,24 @@ class ToolUse:
 
     name: str
     arguments: dict[str, Any] | str
+
+
+@dataclass
+class Hold:
+    """Requests whose body `matches` are held (received and recorded, not answered) until
+    `release()`: a test decides when the 'model' answers, instead of guessing a delay."""
+
+    matches: Callable[[Any], bool]
+    _arrived: threading.Event = field(default_factory=threading.Event)
+    _released: threading.Event = field(default_factory=threading.Event)
+
+    async def arrived(self, timeout: float = WAIT) -> None:  # noqa: ASYNC109
+        """Wait until a matching request is being held."""
+        if not await asyncio.to_thread(self._arrived.wait, timeout):
+            raise TimeoutError(f"no held request arrived within {timeout:g}s")
+
+    def release(self) -> None:
+        self._released.set()
 
 
 def _tool_input(arguments: dict[str, Any] | str) -> dict[str, Any]:
@@ -117,6 +140,7 @@ class FakeLLM(ThreadedServer):
         self.retry_after_ms = 1  # sent with errors so SDK retries don't back off for seconds
         self.default_embedding_dims = 1536  # used when a request sends no `dimensions`
         self.requests: list[Received] = []
+        self.holds: list[Hold] = []
         self._failures: deque[tuple[int, str | None, str | None]] = deque()
         self._ids = itertools.count(1)
 
@@ -140,6 +164,11 @@ class FakeLLM(ThreadedServer):
     ) -> None:
         """Answer the next `times` requests with a vendor-shaped error instead of a reply."""
         self._failures.extend([(status, error_type, message)] * times)
+
+    def hold(self, matches: Callable[[Any], bool]) -> Hold:
+        """Hold back the answers to requests whose body `matches` until `release()`."""
+        self.holds.append(held := Hold(matches))
+        return held
 
     def requests_to(self, path: str) -> list[Received]:
         return [r for r in self.requests if r.path == path]
@@ -169,6 +198,11 @@ class FakeLLM(ThreadedServer):
         headers = {k.lower(): v for k, v in request.headers.items()}
         self.requests.append(Received(request.path, headers, body))
         vendor = "anthropic" if request.path == "/v1/messages" else "openai"
+        for held in [h for h in self.holds if isinstance(body, dict) and h.matches(body)]:
+            held._arrived.set()
+            # Released from the test's thread (a threading.Event): polled, not awaited.
+            while not held._released.is_set() and not self._stopping_now():  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
         delay = self.delay(body) if callable(self.delay) else self.delay
         if delay > 0 and self._stopping is not None:
             with contextlib.suppress(TimeoutError):  # closing the fake cuts the delay short
@@ -185,6 +219,9 @@ class FakeLLM(ThreadedServer):
         if not isinstance(body, dict) or "model" not in body:
             return self._error(vendor, 400, None, "body must be a JSON object with a model")
         return routes[request.path](body)
+
+    def _stopping_now(self) -> bool:
+        return self._stopping is None or self._stopping.is_set()
 
     def _error(
         self, vendor: str, status: int, kind: str | None, message: str | None

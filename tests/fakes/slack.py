@@ -42,6 +42,8 @@ from urllib.parse import urlencode
 import aiohttp
 from aiohttp import web
 
+from tests.fakes.waits import WAIT
+
 JSON = dict[str, Any]
 _last_micros = 0
 
@@ -123,7 +125,8 @@ class Call:
 
 @dataclass(frozen=True)
 class Delivered:
-    """What the app answered to one HTTP-mode request; `seconds` is Slack's view of ack time."""
+    """What the app answered to one HTTP-mode request; `seconds` is Slack's view of ack time
+    (for bench/; tests never assert a duration)."""
 
     status: int
     body_text: str
@@ -202,11 +205,24 @@ class FakeSlack:
     def calls_to(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
 
-    async def wait_for(self, method: str, count: int = 1, timeout: float = 5.0) -> list[Call]:
-        """Poll until `count` calls of `method` arrived (bolt answers Slack before it acts)."""
-        return await self._poll(lambda: self.calls_to(method), count, timeout, method)
+    async def wait_for(
+        self,
+        method: str,
+        count: int = 1,
+        timeout: float = WAIT,
+        where: Callable[[Call], bool] | None = None,
+    ) -> list[Call]:
+        """Poll until `count` calls of `method` (those `where` accepts, if given) arrived;
+        bolt answers Slack before it acts. A sentinel: `where=lambda c: c.args["channel"]
+        == "D9"` waits for the answer to a later message, after which the counts are final."""
 
-    async def wait_for_responses(self, count: int = 1, timeout: float = 5.0) -> list[JSON]:
+        def found() -> list[Call]:
+            calls = self.calls_to(method)
+            return calls if where is None else [c for c in calls if where(c)]
+
+        return await self._poll(found, count, timeout, method)
+
+    async def wait_for_responses(self, count: int = 1, timeout: float = WAIT) -> list[JSON]:
         return await self._poll(lambda: self.responses, count, timeout, "response_url posts")
 
     async def _poll(self, get: Callable[[], list], count: int, timeout: float, what: str) -> list:
@@ -498,7 +514,7 @@ class FakeSlack:
                 self._socket_up.clear()
         return ws
 
-    async def connected(self, timeout: float = 5.0) -> None:
+    async def connected(self, timeout: float = WAIT) -> None:
         """Wait until an app holds a Socket Mode connection."""
         try:
             await asyncio.wait_for(self._socket_up.wait(), timeout)
@@ -512,7 +528,7 @@ class FakeSlack:
         *,
         retry_attempt: int = 0,
         retry_reason: str = "",
-        timeout: float = 5.0,
+        timeout: float = WAIT,
     ) -> Acked:
         """Send one envelope to the newest connection and wait for the app's ack of it."""
         await self.connected(timeout)

@@ -15,6 +15,8 @@ from typing import Self
 
 from aiohttp import web
 
+from tests.fakes.waits import WAIT
+
 
 class ThreadedServer:
     def __init__(self) -> None:
@@ -36,14 +38,14 @@ class ThreadedServer:
             target=asyncio.run, args=(self._serve(sock, ready),), name=name, daemon=True
         )
         self._thread.start()
-        if not ready.wait(10) or self._stopping is None:
+        if not ready.wait(WAIT) or self._stopping is None:
             raise RuntimeError(f"{name} server did not start")
 
     def close(self) -> None:
         if self._loop is not None and self._stopping is not None:
             self._loop.call_soon_threadsafe(self._stopping.set)
         if self._thread is not None:
-            self._thread.join(10)
+            self._thread.join(WAIT)
 
     def __enter__(self) -> Self:
         self.start()
