@@ -10,14 +10,25 @@ Identity:
 - thread: `discord:<guild_id or dm>:<channel_id>`; a Discord thread is a channel of its
   own, so it is its own conversation.
 
+Delivery goes through the engine's turn pipeline (engine/turns.py): a message or `/ask`
+is accepted into the inbox under Discord's id for it before any work, so a second
+delivery (a gateway replay, another replica on the same token) is answered once, and one
+a dead process had accepted is answered by whoever takes it over, where delivery left off.
+
+Every interaction is acknowledged (deferred) before the engine is called: Discord drops
+one not acknowledged within 3 seconds, and a memory lookup waits for learning in progress.
+
 Every message is sent with `AllowedMentions.none()`, so nothing a model (or a stored
 memory) writes can ping @everyone, a role or a user.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import discord
@@ -28,13 +39,38 @@ from bots.audit import AuditLog
 from bots.chunking import split_message
 from bots.replies import FILES_ONLY, TROUBLE
 from engine.bot import MemoryBot, Reply
+from engine.inbox import Inbound
 from engine.settings import Settings
+from engine.turns import Ticket
 
 logger = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 2_000
 NO_PINGS = discord.AllowedMentions.none()
 USER_MESSAGES = (discord.MessageType.default, discord.MessageType.reply)
+# Discord's error codes: a second acknowledgement of one interaction (another replica
+# acknowledged it first), and an interaction whose 3-second window has closed.
+ALREADY_ACKNOWLEDGED, UNKNOWN_INTERACTION = 40060, 10062
+# Follow-ups to an acknowledged interaction are accepted for 15 minutes; a taken-over
+# `/ask` older than this (with a margin) is answered in its channel instead.
+FOLLOWUP_WINDOW = timedelta(minutes=14)
+# Channels a message can be posted and replied to in (a forum or category cannot).
+REPLYABLE = (
+    discord.TextChannel,
+    discord.VoiceChannel,
+    discord.StageChannel,
+    discord.Thread,
+    discord.DMChannel,
+)
+Replyable = (
+    discord.TextChannel
+    | discord.VoiceChannel
+    | discord.StageChannel
+    | discord.Thread
+    | discord.DMChannel
+)
+# Posts part `n` of an answer where it belongs (a reply, a follow-up, ...).
+Send = Callable[[int, str], Awaitable[None]]
 
 
 def user_key(settings: Settings, guild_id: int | None, user_id: int) -> str:
@@ -45,6 +81,21 @@ def user_key(settings: Settings, guild_id: int | None, user_id: int) -> str:
 
 def thread_key(guild_id: int | None, channel_id: int) -> str:
     return f"discord:{guild_id if guild_id is not None else 'dm'}:{channel_id}"
+
+
+def message_key(message_id: int) -> str:
+    """A message's identity in the inbox: Discord's snowflake is unique across all of
+    Discord, so every delivery of one message (and every replica) shares it."""
+    return f"discord:msg:{message_id}"
+
+
+def interaction_key(interaction_id: int) -> str:
+    return f"discord:interaction:{interaction_id}"
+
+
+def owner_ids(settings: Settings) -> frozenset[int]:
+    """`MEMBOT_DISCORD_OWNERS` as ids (the setting's pattern admits digits and commas only)."""
+    return frozenset(int(i) for i in settings.discord_owners.split(",") if i.strip())
 
 
 def intents_for(settings: Settings) -> discord.Intents:
@@ -70,6 +121,10 @@ def make_client(settings: Settings, **options: Any) -> discord.Client:
     """A plain `Client` (one gateway connection, up to ~2,500 guilds), or discord.py's
     `AutoShardedClient`, which runs several shards over one event loop; with shard ids,
     each replica runs its own share of the shards."""
+    # The bot never joins voice: discord.py's start-up warnings that voice libraries are
+    # missing are noise in every log (they are class flags it checks once, for this).
+    discord.VoiceClient.warn_nacl = False
+    discord.VoiceClient.warn_dave = False
     sharded, count, ids = sharding(settings.discord_shards)
     common: dict[str, Any] = {"intents": intents_for(settings), "allowed_mentions": NO_PINGS}
     if not sharded:
@@ -82,13 +137,18 @@ class DiscordAdapter:
         self.bot = bot
         self.settings = settings
         self.audit = AuditLog(settings.audit_log_path)
+        self.owners = owner_ids(settings)
         self.client = make_client(settings, **client_options)
         self.tree = app_commands.CommandTree(self.client)
-        self.client.setup_hook = self._sync_commands  # type: ignore[method-assign]
+        self.client.setup_hook = self._setup  # type: ignore[method-assign]
         self.client.event(self.on_message)
         self._register_commands()
 
-    async def _sync_commands(self) -> None:
+    async def _setup(self) -> None:
+        """discord.py's setup hook: after login, before the gateway connects. Messages a
+        dead process accepted are taken over from here on (REST alone delivers them), then
+        the slash commands are synced."""
+        self.bot.watch_orphans("discord", self._resume)
         if self.settings.discord_guild_id:
             guild = discord.Object(self.settings.discord_guild_id)
             self.tree.copy_global_to(guild=guild)
@@ -110,14 +170,7 @@ class DiscordAdapter:
         guild_id = message.guild.id if message.guild else None
         if guild_id is not None and not await self._addressed(message, me):
             return
-        try:
-            await self._answer(message, guild_id, me)
-        except Exception:
-            logger.exception("discord: answering in channel %s failed", message.channel.id)
-            try:
-                await message.reply(TROUBLE, mention_author=False)
-            except discord.HTTPException as err:  # message deleted, no access: nobody to tell
-                logger.warning("discord: could not post the apology (HTTP %s)", err.status)
+        await self._answer(message, guild_id, me)
 
     async def _addressed(self, message: discord.Message, me: discord.ClientUser) -> bool:
         """In a server: a mention of us (not @everyone), or a thread we take part in. The
@@ -127,29 +180,121 @@ class DiscordAdapter:
             return True
         channel = message.channel
         if isinstance(channel, discord.Thread) and self.settings.discord_message_content:
-            return channel.owner_id == me.id or bool(
-                await self.bot.history(thread_key(channel.guild.id, channel.id))
+            return channel.owner_id == me.id or await self.bot.takes_part_in(
+                thread_key(channel.guild.id, channel.id)
             )
         return False
 
     async def _answer(self, message: discord.Message, guild_id: int | None, me: Any) -> None:
         text = re.sub(rf"<@!?{me.id}>", "", message.content).strip()
-        if not text and message.attachments:
-            await message.reply(FILES_ONLY, mention_author=False)
+        inbound = Inbound(
+            key=message_key(message.id),
+            platform="discord",
+            user_id=user_key(self.settings, guild_id, message.author.id),
+            thread_id=thread_key(guild_id, message.channel.id),
+            text=text,
+            # Its episode is written once per message and dated when it was sent.
+            message_id=str(message.id),
+            at=message.created_at,
+            route={"channel": message.channel.id, "message": message.id},
+        )
+        ticket = await self.bot.accept(inbound)
+        if ticket is None:
+            logger.info("discord: message %s was taken on before; not answered again", message.id)
             return
-        async with message.channel.typing():
-            reply = await self.bot.chat(
-                user_id=user_key(self.settings, guild_id, message.author.id),
-                thread_id=thread_key(guild_id, message.channel.id),
-                text=text,
-                # Its episode is written once per message and dated when it was sent.
-                message_id=str(message.id),
-                at=message.created_at,
+        try:
+            if not text and message.attachments:
+                await ticket.note(reply=FILES_ONLY)
+            reply_to = message.to_reference(fail_if_not_exists=False)
+            await self._complete(ticket, _to_channel(message.channel, reply_to), message.channel)
+        except Exception:
+            logger.exception("discord: answering message %s failed", message.id)
+        finally:
+            await ticket.release()  # a no-op after done(); else left for a takeover
+
+    async def _resume(self, ticket: Ticket) -> None:
+        """A message (or `/ask`) a dead process accepted: answered where it left off. A
+        channel we can no longer reach has nobody to tell: the entry is closed."""
+        reached = await self._reach(ticket)
+        if reached is None:
+            logger.info("discord: %s can no longer be answered; closed", ticket.inbound.key)
+            await ticket.done()
+            return
+        send, channel = reached
+        await self._complete(ticket, send, channel)
+
+    async def _reach(self, ticket: Ticket) -> tuple[Send, Replyable | None] | None:
+        """Where a taken-over answer goes: the `/ask`'s follow-up webhook while Discord
+        still accepts follow-ups; else its channel, as a reply to the message (posted
+        plainly in the channel if that message was deleted)."""
+        route = ticket.route
+        followup = route.get("interaction")
+        if followup and datetime.now(UTC) < ticket.inbound.at + FOLLOWUP_WINDOW:
+            webhook = discord.Webhook.partial(
+                int(followup["application"]), str(followup["token"]), client=self.client
             )
-        first, *rest = split_message(reply.text, MESSAGE_LIMIT)
-        await message.reply(first, mention_author=False)
-        for part in rest:
-            await message.channel.send(part)
+            return _to_followups(webhook), None
+        channel = await self._channel(route.get("channel"))
+        if channel is None:
+            return None
+        message_id = route.get("message")
+        reply_to = (
+            channel.get_partial_message(int(message_id)).to_reference(fail_if_not_exists=False)
+            if message_id
+            else None
+        )
+        return _to_channel(channel, reply_to), channel
+
+    async def _channel(self, channel_id: Any) -> Replyable | None:
+        """The channel, from discord.py's cache or REST (a DM is not cached after a
+        restart); None when it is gone or closed to us."""
+        if not channel_id:
+            return None
+        try:
+            channel = self.client.get_channel(int(channel_id)) or await self.client.fetch_channel(
+                int(channel_id)
+            )
+        except (discord.NotFound, discord.Forbidden):
+            return None
+        return channel if isinstance(channel, REPLYABLE) else None
+
+    async def _complete(
+        self, ticket: Ticket, send: Send, typing_in: discord.abc.Messageable | None
+    ) -> None:
+        """Answer (typing while the model works), deliver and close. A failure to answer
+        is delivered as an apology; Discord struggling (429 or 5xx past discord.py's own
+        retries) leaves the entry open for a later sweep; a place we may no longer post
+        to has nobody to tell, and the entry is closed."""
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if typing_in is not None and ticket.inbound.reply is None:
+                    await _show_typing(stack, typing_in)
+                reply = await ticket.answer()
+        except Exception:
+            logger.exception("discord: answering in %s failed", ticket.inbound.thread_id)
+            reply = Reply(TROUBLE, "", False, error=True)
+        try:
+            await self._deliver(ticket, reply.text, send)
+        except discord.HTTPException as err:
+            if err.status == 429 or err.status >= 500:
+                logger.warning("discord: delivery postponed (HTTP %s)", err.status)
+                return
+            logger.warning(
+                "discord: could not deliver the answer (HTTP %s, code %s)", err.status, err.code
+            )
+        await ticket.done()
+
+    async def _deliver(self, ticket: Ticket, text: str, send: Send) -> None:
+        """The answer in parts within Discord's limit, progress saved after each part but
+        the last: after a takeover, parts already posted are not posted again."""
+        parts = split_message(text, MESSAGE_LIMIT)
+        posted = int(ticket.route.get("posted", 0))
+        for n, part in enumerate(parts):
+            if n < posted:
+                continue
+            await send(n, part)
+            if n + 1 < len(parts):
+                await ticket.note(posted=n + 1)
 
     # -- slash commands --------------------------------------------------------------------
 
@@ -159,34 +304,59 @@ class DiscordAdapter:
         @tree.command(description="Ask the bot something in this channel's conversation")
         @app_commands.describe(question="What you want to ask")
         async def ask(interaction: discord.Interaction, question: str) -> None:
-            await interaction.response.defer(thinking=True)
-            try:
-                reply = await self.bot.chat(
+            # Acknowledge first, then take on. Discord's acknowledgement is atomic, so it
+            # decides which replica answers (the others get 40060 and stop here), and the
+            # 3-second window never waits on our database. The inbox entry that follows
+            # makes the answer survive a crash: it holds the follow-up token (valid for 15
+            # minutes, good for this interaction only, erased once answered).
+            if not await _acknowledge(interaction, thinking=True):
+                return
+            channel_id = interaction.channel_id or 0
+            ticket = await self.bot.accept(
+                Inbound(
+                    key=interaction_key(interaction.id),
+                    platform="discord",
                     user_id=self._caller(interaction),
-                    thread_id=thread_key(interaction.guild_id, interaction.channel_id or 0),
+                    thread_id=thread_key(interaction.guild_id, channel_id),
                     text=question,
+                    message_id=str(interaction.id),
+                    at=interaction.created_at,
+                    route={
+                        "channel": channel_id,
+                        "interaction": {
+                            "application": interaction.application_id,
+                            "token": interaction.token,
+                        },
+                    },
                 )
-            except Exception:
-                logger.exception("discord: /ask failed")
-                reply = Reply(TROUBLE, "", False, error=True)
-            for part in split_message(reply.text, MESSAGE_LIMIT):
-                await interaction.followup.send(part)
+            )
+            if ticket is None:
+                # Shutting down: it waits in the inbox, and whoever takes it over answers
+                # through the follow-up webhook (it is acknowledged, so it can wait).
+                return
+            try:
+                await self._complete(ticket, _to_followups(interaction.followup), None)
+            finally:
+                await ticket.release()
 
         @tree.command(description="What the bot remembers about you (only you see it)")
         async def memories(interaction: discord.Interaction) -> None:
+            if not await _acknowledge(interaction, ephemeral=True, thinking=True):
+                return
             items = await self.bot.memories(self._caller(interaction))
             if not items:
                 text = "I don't remember anything about you yet."
             else:
                 lines = [f"{n}. {i.value.get('text', '')}" for n, i in enumerate(items, 1)]
                 text = "What I remember about you:\n" + "\n".join(lines)
-            await interaction.response.send_message(
-                split_message(text, MESSAGE_LIMIT)[0], ephemeral=True
-            )
+            for part in split_message(text, MESSAGE_LIMIT):
+                await interaction.followup.send(part, ephemeral=True)
 
         @tree.command(description="Tell the bot a fact to remember about you")
         @app_commands.describe(fact="For example: I'm vegetarian")
         async def remember(interaction: discord.Interaction, fact: str) -> None:
+            if not await _acknowledge(interaction, ephemeral=True, thinking=True):
+                return
             stored = await self.bot.remember(
                 self._caller(interaction),
                 fact,
@@ -197,10 +367,12 @@ class DiscordAdapter:
                 if stored
                 else "That was empty; nothing to remember."
             )
-            await interaction.response.send_message(text, ephemeral=True)
+            await interaction.followup.send(split_message(text, MESSAGE_LIMIT)[0], ephemeral=True)
 
         @tree.command(description="Erase what the bot remembers about you")
         async def forget(interaction: discord.Interaction) -> None:
+            if not await _acknowledge(interaction, ephemeral=True, thinking=True):
+                return
             await self._ask_to_forget(interaction, self._caller(interaction), "your")
 
         @tree.command(name="forget-user", description="Erase a member's memories (admins)")
@@ -208,12 +380,10 @@ class DiscordAdapter:
         @app_commands.guild_only()
         @app_commands.default_permissions(manage_guild=True)
         async def forget_user(interaction: discord.Interaction, user: discord.Member) -> None:
-            if not _is_admin(interaction):  # server admins can override the default
-                await interaction.response.send_message(
-                    "Only members with Manage Server can erase someone else's memories. "
-                    "Nothing was erased.",
-                    ephemeral=True,
-                )
+            if not await _acknowledge(interaction, ephemeral=True, thinking=True):
+                return
+            if refusal := self._refuse_erasing_others(interaction):
+                await interaction.followup.send(refusal, ephemeral=True)
                 return
             target = user_key(self.settings, interaction.guild_id, user.id)
             await self._ask_to_forget(interaction, target, f"{user.display_name}'s")
@@ -240,26 +410,68 @@ class DiscordAdapter:
     def _caller(self, interaction: discord.Interaction) -> str:
         return user_key(self.settings, interaction.guild_id, interaction.user.id)
 
+    def _refuse_erasing_others(self, interaction: discord.Interaction) -> str | None:
+        """Why `interaction.user` may not erase someone else's memories, or None if they
+        may. Per server, that server's admins decide. With the global scope a person's
+        memories are shared by every server, so no one server's admins may erase them:
+        only the bot's owners (MEMBOT_DISCORD_OWNERS)."""
+        if self.settings.discord_memory_scope == "global":
+            if interaction.user.id in self.owners:
+                return None
+            return (
+                "Memories here are shared across every server, so only the bot's owners can "
+                "erase someone else's. Nothing was erased. (Anyone can erase their own with "
+                "/forget.)"
+            )
+        if _is_admin(interaction):  # server admins can override the default permission
+            return None
+        return (
+            "Only members with Manage Server can erase someone else's memories. Nothing was erased."
+        )
+
     async def _ask_to_forget(
         self, interaction: discord.Interaction, target: str, whose: str
     ) -> None:
+        """The confirmation, as a follow-up (the interaction is deferred already); its
+        buttons work as on any message, discord.py keeps the view for the message id."""
         count = await self.bot.count_memories(target)
         if not count:
-            await interaction.response.send_message(
+            await interaction.followup.send(
                 f"There is nothing to forget: I hold none of {whose} memories.", ephemeral=True
             )
             return
         view = ForgetConfirmation(self, asker=interaction.user.id, target=target, whose=whose)
-        await interaction.response.send_message(
+        await interaction.followup.send(
             f"Erase all {count} of {whose} memories?", view=view, ephemeral=True
         )
 
     async def run(self) -> None:
+        """Connect and serve until cancelled. A token or intent Discord refuses is a
+        `ConfigError` naming the variable: discord.py's own exception, wrapped in the
+        command's task group, printed dozens of lines and never said which setting."""
+        # Imported here, not at the top: this method is this module's only user of it.
+        from engine.errors import ConfigError
+
         if not self.settings.discord_token:
             raise RuntimeError("DISCORD_TOKEN is not set")
         _point_discord_py(self.settings)
-        async with self.client:
-            await self.client.start(self.settings.discord_token.get_secret_value())
+        try:
+            async with self.client:
+                await self.client.start(self.settings.discord_token.get_secret_value())
+        except discord.LoginFailure as err:
+            raise ConfigError(
+                "DISCORD_TOKEN",
+                f"Discord refused DISCORD_TOKEN ({err}). Copy the bot token from the Developer "
+                "Portal (Applications > your app > Bot > Reset Token) into DISCORD_TOKEN.",
+            ) from err
+        except discord.PrivilegedIntentsRequired as err:
+            raise ConfigError(
+                "MEMBOT_DISCORD_MESSAGE_CONTENT",
+                "Discord refused the message content intent that "
+                "MEMBOT_DISCORD_MESSAGE_CONTENT=true requests. Enable Message Content Intent "
+                "in the Developer Portal (Bot > Privileged Gateway Intents), or set "
+                "MEMBOT_DISCORD_MESSAGE_CONTENT=false.",
+            ) from err
 
 
 def _point_discord_py(settings: Settings) -> None:
@@ -276,8 +488,64 @@ def _is_admin(interaction: discord.Interaction) -> bool:
     return bool(interaction.guild_id and (permissions.manage_guild or permissions.administrator))
 
 
+async def _acknowledge(
+    interaction: discord.Interaction, *, ephemeral: bool = False, thinking: bool = False
+) -> bool:
+    """Defer the interaction: Discord's 3-second deadline is met before any engine call
+    (which may wait seconds for learning in progress). False when there is nobody to
+    answer here: another replica acknowledged it first (40060), or it arrived too late."""
+    try:
+        await interaction.response.defer(ephemeral=ephemeral, thinking=thinking)
+    except discord.HTTPException as err:
+        if err.code == ALREADY_ACKNOWLEDGED:
+            logger.debug("discord: interaction %s is another replica's", interaction.id)
+            return False
+        if err.code == UNKNOWN_INTERACTION:
+            logger.warning(
+                "discord: interaction %s expired before it was acknowledged", interaction.id
+            )
+            return False
+        raise
+    return True
+
+
+def _to_channel(
+    channel: discord.abc.Messageable, reply_to: discord.MessageReference | None
+) -> Send:
+    """Part 0 as a reply to the message (`reply_to`), the rest as channel messages."""
+
+    async def send(n: int, part: str) -> None:
+        if n == 0 and reply_to is not None:
+            await channel.send(part, reference=reply_to, mention_author=False)
+        else:
+            await channel.send(part)
+
+    return send
+
+
+def _to_followups(webhook: discord.Webhook) -> Send:
+    """Every part as a follow-up of an acknowledged interaction; the first replaces the
+    "thinking…" message."""
+
+    async def send(_: int, part: str) -> None:
+        await webhook.send(part, allowed_mentions=NO_PINGS)
+
+    return send
+
+
+async def _show_typing(stack: contextlib.AsyncExitStack, channel: discord.abc.Messageable) -> None:
+    """Show "membot is typing…" until the answer is ready; not being allowed to show it
+    is no reason not to answer."""
+    try:
+        await stack.enter_async_context(channel.typing())
+    except discord.HTTPException as err:
+        logger.info("discord: could not show typing (HTTP %s)", err.status)
+
+
 class ForgetConfirmation(discord.ui.View):
-    """Erase / Cancel buttons; only the member who asked can press them."""
+    """Erase / Cancel buttons; only the member who asked can press them. A press is
+    deferred (an update) before the erasure, which waits for learning in progress, and
+    the confirmation is then edited into the outcome."""
 
     def __init__(self, adapter: DiscordAdapter, *, asker: int, target: str, whose: str) -> None:
         super().__init__(timeout=300)
@@ -291,20 +559,24 @@ class ForgetConfirmation(discord.ui.View):
 
     @discord.ui.button(label="Erase", style=discord.ButtonStyle.danger, custom_id="forget:erase")
     async def erase(self, interaction: discord.Interaction, _: discord.ui.Button) -> None:
-        mine = self.target == self.adapter._caller(interaction)
-        if not mine and not _is_admin(interaction):
-            await interaction.response.edit_message(content="You can't erase these.", view=None)
+        if not await _acknowledge(interaction):
             return
-        erased = await self.adapter.bot.forget(self.target)
+        adapter = self.adapter
+        mine = self.target == adapter._caller(interaction)
+        if not mine and adapter._refuse_erasing_others(interaction):
+            await interaction.edit_original_response(content="You can't erase these.", view=None)
+            self.stop()
+            return
+        erased = await adapter.bot.forget(self.target)
         if not mine:
-            await self.adapter.audit.record(
+            await adapter.audit.record(
                 "forget_memories",
-                actor=self.adapter._caller(interaction),
+                actor=adapter._caller(interaction),
                 target=self.target,
                 count=erased,
                 platform="discord",
             )
-        await interaction.response.edit_message(
+        await interaction.edit_original_response(
             content=f"Done: erased {erased} of {self.whose} memories.", view=None
         )
         self.stop()
@@ -313,5 +585,9 @@ class ForgetConfirmation(discord.ui.View):
         label="Cancel", style=discord.ButtonStyle.secondary, custom_id="forget:cancel"
     )
     async def cancel(self, interaction: discord.Interaction, _: discord.ui.Button) -> None:
-        await interaction.response.edit_message(content="Cancelled. Nothing was erased.", view=None)
+        if not await _acknowledge(interaction):
+            return
+        await interaction.edit_original_response(
+            content="Cancelled. Nothing was erased.", view=None
+        )
         self.stop()

@@ -39,6 +39,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+class WithholdRequestBodies(logging.Filter):
+    """slack-bolt (1.x) logs a request that fails signature verification at INFO with its
+    whole body: the message text of whoever sent it (RequestVerification._debug_log_error;
+    no setting turns the body off). The record keeps its signal, the body is withheld."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("slack_bolt") and "body:" in record.getMessage():
+            record.msg, record.args = "%s (request body withheld)", (
+                record.getMessage().split("(", 1)[0].strip(),
+            )
+        return True
+
+
 def configure_logging(
     level: str | int, log_format: Literal["text", "json"] = "text", stream: TextIO | None = None
 ) -> logging.Handler:
@@ -48,6 +61,7 @@ def configure_logging(
     handler.setFormatter(
         JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     )
+    handler.addFilter(WithholdRequestBodies())
     if isinstance(level, str):
         level = level.upper()
     logging.basicConfig(level=level, handlers=[handler], force=True)

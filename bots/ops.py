@@ -8,7 +8,8 @@ aiohttp app (`SlackAdapter.web_app()`), so they answer on the same port as
 - `/healthz`: 200 "ok" while the process runs (liveness: the event loop answers).
 - `/readyz`: 200 when the memory store and the checkpointer both answer a cheap call
   within `READY_TIMEOUT` seconds, else 503; the JSON body names each part with "ok" or
-  the error's class name (never its message, which may name a server or a DSN).
+  the error's class name (never its message, which may name a server or a DSN); 503
+  with `"shutdown": "draining"` once SIGTERM started the drain.
 - `/metrics`: the engine's Prometheus registry (`engine.metrics.REGISTRY`) as text.
 """
 
@@ -68,7 +69,9 @@ def add_ops_routes(app: web.Application, bot: MemoryBot) -> None:
     async def readyz(request: web.Request) -> web.Response:
         results = await asyncio.gather(*(_check(name, bot) for name in CHECKS))
         parts = dict(zip(CHECKS, results, strict=True))
-        ready = all(result == "ok" for result in results)
+        if bot.draining:  # shutting down: send new work elsewhere
+            parts["shutdown"] = "draining"
+        ready = all(result == "ok" for result in results) and not bot.draining
         return web.json_response(parts, status=200 if ready else 503)
 
     async def metrics(request: web.Request) -> web.Response:

@@ -27,6 +27,12 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.audit import AuditLog
@@ -36,7 +42,9 @@ from bots.quiet import QuietPeriod
 from bots.replies import FILES_ONLY, TROUBLE
 from bots.slack_format import escape, to_mrkdwn
 from engine.bot import MemoryBot, Reply
+from engine.inbox import Inbound
 from engine.settings import Settings
+from engine.turns import Ticket
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +54,23 @@ THINKING = "_Thinking…_"
 # bot messages, ...) are ignored.
 USER_SUBTYPES = {None, "file_share", "thread_broadcast"}
 _USER_REF = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+
+
+def retry_handlers() -> list[AsyncRetryHandler]:
+    """slack_sdk's own retries for every Web API call: a dropped connection, a 429 (after
+    its Retry-After; Slack did not act on the call, so nothing is posted twice) and a
+    500/503 once. Without them one 429 on chat.postMessage lost the answer."""
+    return [
+        AsyncConnectionErrorRetryHandler(max_retry_count=2),
+        AsyncRateLimitErrorRetryHandler(max_retry_count=5),
+        AsyncServerErrorRetryHandler(max_retry_count=1),
+    ]
+
+
+def message_key(team_id: str, channel_id: str, ts: str) -> str:
+    """A message's identity in the inbox: the same for its `message` and `app_mention`
+    events and for every retry of either."""
+    return f"slack:{team_id}:{channel_id}:{ts}"
 
 
 def user_key(team_id: str, user_id: str) -> str:
@@ -70,7 +95,10 @@ class SlackAdapter:
         # the event loop from acknowledging them. Closed by `aclose()`.
         self._session = None if client else aiohttp.ClientSession()
         self._client = client or AsyncWebClient(
-            token=token, base_url=settings.slack_api_url, session=self._session
+            token=token,
+            base_url=settings.slack_api_url,
+            session=self._session,
+            retry_handlers=retry_handlers(),
         )
         self._identity: AuthorizeResult | None = None
         self._identity_lock = asyncio.Lock()
@@ -89,7 +117,7 @@ class SlackAdapter:
 
     def _register(self) -> None:
         app = self.app
-        app.middleware(self._skip_duplicates)
+        app.middleware(self._note_arrival)
         app.event("app_mention")(self._on_mention)
         app.event("message")(self._on_message)
         # Sent to assistant apps (the manifest enables the assistant view). Nothing to do,
@@ -116,16 +144,10 @@ class SlackAdapter:
                     )
         return self._identity
 
-    async def _skip_duplicates(self, body: dict[str, Any], next: Any) -> BoltResponse | None:
+    async def _note_arrival(self, next: Any) -> BoltResponse | None:
+        # Duplicates are dropped by the engine's inbox, keyed by the message (its event
+        # and every retry or replica share it), not here by event id.
         self.quiet.arrived()
-        event_id = body.get("event_id")
-        if (
-            body.get("type") == "event_callback"
-            and event_id
-            and not await self.bot.claims.claim(f"slack:{event_id}")
-        ):
-            logger.info("slack: duplicate delivery of %s acknowledged and skipped", event_id)
-            return BoltResponse(status=200, body="")
         return await next()
 
     async def _on_error(self, error: Exception, body: Any) -> BoltResponse | None:
@@ -171,7 +193,7 @@ class SlackAdapter:
         if not thread_ts or f"<@{context.bot_user_id}" in _str(event, "text"):
             return  # not in a thread, or a mention: the app_mention listener answers it
         thread_id = thread_key(team, channel, thread_ts)
-        if await self.bot.history(thread_id):  # a thread we already take part in
+        if await self.bot.takes_part_in(thread_id):
             await self._answer(event, context, team=team, thread_id=thread_id, reply_in=thread_ts)
 
     async def _answer(
@@ -183,66 +205,98 @@ class SlackAdapter:
         thread_id: str,
         reply_in: str | None,
     ) -> None:
-        client: AsyncWebClient = context.client
-        channel, person = _str(event, "channel"), _str(event, "user")
+        channel, person, ts = _str(event, "channel"), _str(event, "user"), _str(event, "ts")
         text = _strip_mention(_str(event, "text"), context.bot_user_id)
-        placeholder: str | None = None
-        try:
-            if not text.strip() and event.get("files"):
-                await client.chat_postMessage(channel=channel, thread_ts=reply_in, text=FILES_ONLY)
-                return
-            await self.quiet.wait()  # acknowledge a burst before working on it
-            placeholder = await self._show_progress(client, event, reply_in)
-            reply = await self.bot.chat(
+        files_only = not text.strip() and bool(event.get("files"))
+        ticket = await self.bot.accept(
+            Inbound(
+                key=message_key(team, channel, ts),
+                platform="slack",
                 user_id=user_key(team, person),
                 thread_id=thread_id,
                 text=text,
                 # The message's own ts: its episode is written once however often Slack
                 # delivers it, and dated when it was sent, not when it was answered.
-                message_id=_str(event, "ts") or None,
-                at=_sent_at(event),
+                message_id=ts,
+                at=_sent_at(event) or datetime.now(UTC),
+                route={
+                    "channel": channel,
+                    "reply_in": reply_in,
+                    "assistant": event.get("channel_type") == "im" and bool(reply_in),
+                },
             )
-            await self._deliver(client, channel, reply_in, placeholder, reply)
-        except Exception:
-            logger.exception("slack: answering in %s failed", thread_id)
-            trouble = Reply(TROUBLE, "", False, error=True)
-            try:
-                await self._deliver(client, channel, reply_in, placeholder, trouble)
-            except SlackApiError as err:  # e.g. not_in_channel: nobody to tell
-                logger.warning("slack: could not post the apology (%s)", err.response.get("error"))
+        )
+        if ticket is None:
+            logger.info("slack: %s was taken on before; not answered again", ts)
+            return
+        try:
+            if files_only:
+                await ticket.note(reply=FILES_ONLY)
+            else:
+                await self.quiet.wait()  # acknowledge a burst before working on it
+            await self._complete(context.client, ticket)
+        finally:
+            await ticket.release()
 
-    async def _show_progress(
-        self, client: AsyncWebClient, event: dict[str, Any], reply_in: str | None
-    ) -> str | None:
+    async def _resume(self, ticket: Ticket) -> None:
+        """A message a dead process accepted: answered where it left off."""
+        await self._complete(self._client, ticket)
+
+    async def _complete(self, client: AsyncWebClient, ticket: Ticket) -> None:
+        """Show progress, answer, deliver and close: each step saved to the ticket, so a
+        takeover continues instead of repeating (the placeholder is reused, parts already
+        posted are not posted again)."""
+        try:
+            if "placeholder" not in ticket.route and ticket.inbound.reply is None:
+                await ticket.note(placeholder=await self._show_progress(client, ticket.route))
+            reply = await ticket.answer()
+        except Exception:
+            logger.exception("slack: answering in %s failed", ticket.inbound.thread_id)
+            reply = Reply(TROUBLE, "", False, error=True)
+        try:
+            await self._deliver(client, ticket, reply.text)
+        except SlackApiError as err:
+            error = err.response.get("error")
+            if err.response.status_code == 429 or err.response.status_code >= 500:
+                # Slack is struggling (past the client's own retries): the entry stays
+                # open and the answer is delivered by a later sweep.
+                logger.warning("slack: delivery postponed (%s)", error or err.response.status_code)
+                return
+            logger.warning("slack: could not deliver the answer (%s)", error)  # nobody to tell
+        await ticket.done()
+
+    async def _show_progress(self, client: AsyncWebClient, route: dict[str, Any]) -> str | None:
         """Assistant threads get a status line; elsewhere a placeholder message that the
         answer replaces. Returns the placeholder's ts, if one was posted."""
-        if event.get("channel_type") == "im" and reply_in:
+        channel, reply_in = route["channel"], route.get("reply_in")
+        if route.get("assistant"):
             try:
                 await client.assistant_threads_setStatus(
-                    channel_id=event["channel"], thread_ts=reply_in, status="is thinking…"
+                    channel_id=channel, thread_ts=reply_in, status="is thinking…"
                 )
                 return None
             except SlackApiError:
                 pass  # not an assistant thread: fall back to a placeholder
-        posted = await client.chat_postMessage(
-            channel=event["channel"], thread_ts=reply_in, text=THINKING
-        )
+        posted = await client.chat_postMessage(channel=channel, thread_ts=reply_in, text=THINKING)
         return posted["ts"]
 
-    async def _deliver(
-        self,
-        client: AsyncWebClient,
-        channel: str,
-        reply_in: str | None,
-        placeholder: str | None,
-        reply: Reply,
-    ) -> None:
-        parts = split_message(to_mrkdwn(reply.text), MESSAGE_LIMIT)
-        if placeholder:
-            await client.chat_update(channel=channel, ts=placeholder, text=parts[0])
-            parts = parts[1:]
-        for part in parts:
-            await client.chat_postMessage(channel=channel, thread_ts=reply_in, text=part)
+    async def _deliver(self, client: AsyncWebClient, ticket: Ticket, text: str) -> None:
+        """The answer in parts within Slack's limit; the first replaces the placeholder.
+        Progress is saved after each part: nothing is posted twice after a takeover."""
+        route = ticket.route
+        channel, reply_in = route["channel"], route.get("reply_in")
+        placeholder = route.get("placeholder")
+        parts = split_message(to_mrkdwn(text), MESSAGE_LIMIT)
+        for n, part in enumerate(parts):
+            if n < int(route.get("posted", 0)):
+                continue
+            if n == 0 and placeholder:
+                await client.chat_update(channel=channel, ts=placeholder, text=part)
+            else:
+                await client.chat_postMessage(channel=channel, thread_ts=reply_in, text=part)
+            if n + 1 < len(parts):
+                await ticket.note(posted=n + 1)
+            route = ticket.route
 
     # -- slash commands ----------------------------------------------------------------
 
@@ -341,9 +395,21 @@ class SlackAdapter:
         interactivity all post there), plus the ops routes (`/healthz`, `/readyz`,
         `/metrics`), so the process runs one HTTP server."""
         app = self.app.web_app(path="/slack/events", port=self.settings.http_port)
+        app.middlewares.append(self._unavailable_while_draining)
         app.middlewares.append(_refuse_unparsable)
         add_ops_routes(app, self.bot)
+        self.bot.watch_orphans("slack", self._resume)
         return app
+
+    @web.middleware
+    async def _unavailable_while_draining(
+        self, request: web.Request, handler: Any
+    ) -> web.StreamResponse:
+        """Shutting down: Slack gets a 503 for anything new and retries it later (another
+        replica, or this one after its restart), instead of an ack for work never done."""
+        if self.bot.draining and request.path == "/slack/events":
+            return web.Response(status=503, text="shutting down")
+        return await handler(request)
 
     async def run(self) -> None:
         """Serve until cancelled: Socket Mode with an app token, else HTTP mode."""
@@ -352,6 +418,7 @@ class SlackAdapter:
                 self.app, self.settings.slack_app_token.get_secret_value()
             )
             logger.info("slack: connecting in Socket Mode")
+            self.bot.watch_orphans("slack", self._resume)
             try:
                 await handler.start_async()
             finally:

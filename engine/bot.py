@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -29,9 +30,9 @@ from langgraph.store.base import BaseStore, Item
 
 from engine import metrics
 from engine.checkpoint import open_checkpointer
-from engine.claims import Claims, LocalClaims, open_claims
 from engine.conversation import ThreadState, over_budget, thread_state
 from engine.embeddings import make_embeddings
+from engine.inbox import Inbound, Inbox, MemoryInbox, open_inbox
 from engine.locks import LocalLocks, Locks, open_locks
 from engine.memory.extract import extract_facts
 from engine.memory.manager import MemoryManager
@@ -44,6 +45,7 @@ from engine.settings import Settings
 from engine.store.erase import adelete_namespace
 from engine.store.factory import open_store
 from engine.text import clean_text
+from engine.turns import Resume, Ticket
 from engine.workflow import build_chat_workflow
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoints.sqlite"  # in data_dir, unless MEMBOT_CHECKPOINT_URL says else
 PREVIOUS_CHANNEL = "__previous__"
 _ALL_FACTS = 100_000  # a count for the confirmation, far above any one person's facts
+INBOX_SWEEP_SECONDS = 30.0  # how often open messages of dead processes are looked for
 
 STORAGE_APOLOGY = (
     "Sorry, I can't reach my conversation storage right now, so I couldn't read or save "
@@ -82,19 +85,22 @@ class MemoryBot:
         checkpointer: BaseCheckpointSaver,
         model: ChatModel,
         locks: Locks | None = None,
-        claims: Claims | None = None,
         journal: Outbox | None = None,
+        inbox: Inbox | None = None,
     ) -> None:
         self.settings = settings
         # One turn at a time per thread, or two turns would both read the same `previous`
         # and the later save would drop the earlier message. Across processes in server
         # mode (Postgres advisory locks), within one otherwise.
         self.locks = locks or LocalLocks(settings.data_dir / "locks")
-        # Platform event ids already taken (a re-delivered event is answered once); shared
-        # by all replicas in server mode.
-        self.claims = claims or LocalClaims()
         # Learning in progress or failed (store down, crash), retried until applied.
         self.journal = journal
+        # Every accepted platform message until its answer is delivered (engine/inbox.py).
+        self.inbox: Inbox = inbox or MemoryInbox()
+        self._tickets: set[Ticket] = set()
+        self._tickets_changed = asyncio.Event()
+        self._draining = False
+        self._background: set[asyncio.Task[None]] = set()
         self.store = store
         self.checkpointer = checkpointer
         self.model = model
@@ -148,9 +154,11 @@ class MemoryBot:
                     pool_size=settings.postgres_lock_connections,
                 )
             )
-            claims = await stack.enter_async_context(open_claims(settings.checkpoint_url))
             journal = await stack.enter_async_context(
                 open_outbox(settings.checkpoint_url, settings.data_dir)
+            )
+            inbox = await stack.enter_async_context(
+                open_inbox(settings.checkpoint_url, settings.data_dir)
             )
             if close := getattr(model, "aclose", None):
                 stack.push_async_callback(close)
@@ -160,10 +168,11 @@ class MemoryBot:
                 checkpointer=checkpointer,
                 model=model,
                 locks=locks,
-                claims=claims,
                 journal=journal,
+                inbox=inbox,
             )
-            stack.push_async_callback(bot.writer.aclose)  # runs before the store closes
+            stack.push_async_callback(bot._close_writer)  # runs before the store closes
+            stack.push_async_callback(bot._stop_background)
             retries = asyncio.create_task(bot._retry_journal_forever(), name="journal-retry")
             stack.push_async_callback(_cancel, retries)
             yield bot
@@ -216,7 +225,7 @@ class MemoryBot:
         ]
         if not message.response_metadata.get("error"):
             said.append(message)
-        self.writer.submit(thread_id, user_id, said)
+        await self._learn_later(Pending(user_id, thread_id, said))
         metadata = message.response_metadata
         return Reply(
             text=str(message.content),
@@ -224,6 +233,166 @@ class MemoryBot:
             offline=bool(metadata.get("offline", self.model.offline)),
             error=bool(metadata.get("error", False)),
         )
+
+    async def _learn_later(self, pending: Pending) -> None:
+        """Hand a turn's messages to the debounced writer; once it has closed (a turn
+        finishing during shutdown), to the journal, which the next start learns from."""
+        if not self.writer.closed and not self._draining:
+            self.writer.submit(pending.thread_id, pending.user_id, pending.messages)
+            return
+        if self.journal is None:
+            logger.warning("a turn finished after shutdown began; its learning is lost")
+            return
+        try:
+            await self.journal.add(pending)
+        except Exception:
+            logger.warning("journal unavailable at shutdown; a turn's learning is lost")
+
+    # -- the turn pipeline: accepted messages, exactly once --------------------------------
+
+    def _lease(self) -> float:
+        """How long an accepted message belongs to the process that took it: longer than
+        any turn can run (the answer deadline, twice, plus a margin)."""
+        return 2 * self.settings.answer_timeout_seconds + 60.0
+
+    async def accept(self, inbound: Inbound) -> Ticket | None:
+        """Take on a platform message: a `Ticket` to answer it with, or None when it was
+        taken on before (a redelivery, a duplicate, another replica) or the bot is
+        shutting down (then it stays in the inbox and is answered after the restart)."""
+        # While draining, a message is recorded already orphaned: another replica (or
+        # this one after its restart) answers it.
+        lease = 0.0 if self._draining else self._lease()
+        try:
+            first = await self.inbox.accept(inbound, lease=lease)
+        except Exception as err:
+            # The inbox's database is down: answering without the record beats not
+            # answering (a crash now would lose the message, a retry might be answered
+            # twice; both are rarer than the outage itself).
+            logger.warning("inbox unavailable (%s); answering without it", type(err).__name__)
+            first = True
+        if not first:
+            metrics.DUPLICATES.inc()
+            return None
+        if self._draining:
+            return None
+        ticket = Ticket(self, inbound)
+        self._track(ticket)
+        return ticket
+
+    def _track(self, ticket: Ticket) -> None:
+        self._tickets.add(ticket)
+        self._tickets_changed.set()
+
+    async def _save_progress(self, inbound: Inbound) -> None:
+        try:
+            await self.inbox.progress(inbound, lease=self._lease())
+        except Exception as err:  # delivery goes on; only a takeover would lack it
+            logger.warning("inbox unavailable (%s); progress not saved", type(err).__name__)
+
+    async def _close_ticket(self, ticket: Ticket, *, delivered: bool) -> None:
+        try:
+            if delivered:
+                await self.inbox.done(ticket.inbound.key)
+        except Exception as err:  # it is answered; a takeover may repeat the last part
+            logger.warning("inbox unavailable (%s); answer not recorded", type(err).__name__)
+        finally:
+            self._tickets.discard(ticket)
+            self._tickets_changed.set()
+
+    def _stored_reply(self, text: str, *, error: bool = False) -> Reply:
+        return Reply(text=text, model=self.model.name, offline=self.model.offline, error=error)
+
+    async def _saved_answer(self, thread_id: str, message_id: str) -> str | None:
+        """The answer the thread's checkpoint already holds for `message_id`, if the dead
+        process got as far as saving the turn."""
+        messages = await self.history(thread_id)
+        for said, answer in itertools.pairwise(messages):
+            if isinstance(said, HumanMessage) and said.id == message_id:
+                return None if isinstance(answer, HumanMessage) else str(answer.content)
+        return None
+
+    async def takes_part_in(self, thread_id: str) -> bool:
+        """Whether the bot has a conversation in `thread_id` (answers follow-ups there)."""
+        return bool(await self.history(thread_id))
+
+    async def resume_orphans(self, platform: str, resume: Resume) -> int:
+        """Hand `platform`'s messages that a dead process accepted but never answered to
+        `resume` (the adapter delivers the rest); returns how many were taken over."""
+        if self._draining:
+            return 0
+        orphans = await self.inbox.orphans(platform, lease=self._lease())
+        for inbound in orphans:
+            metrics.TAKEN_OVER.inc()
+            ticket = Ticket(self, inbound, taken_over=True)
+            self._track(ticket)
+            self._spawn(self._resume(ticket, resume), name=f"resume:{inbound.key}")
+        if orphans:
+            logger.info("inbox: %d unanswered %s message(s) taken over", len(orphans), platform)
+        return len(orphans)
+
+    async def _resume(self, ticket: Ticket, resume: Resume) -> None:
+        try:
+            await resume(ticket)
+        except Exception:
+            logger.exception("inbox: answering a taken-over message failed")
+        finally:
+            await ticket.release()  # a no-op after done(); else left for the next sweep
+
+    def watch_orphans(self, platform: str, resume: Resume) -> None:
+        """Take over `platform`'s orphaned messages now and every little while, until the
+        bot closes (replicas: one that dies mid-turn is covered by the others)."""
+
+        async def sweep_forever() -> None:
+            while True:
+                try:
+                    await self.resume_orphans(platform, resume)
+                except Exception as err:
+                    logger.warning("inbox sweep failed (%s)", type(err).__name__)
+                await asyncio.sleep(INBOX_SWEEP_SECONDS)
+
+        self._spawn(sweep_forever(), name=f"inbox-sweep:{platform}")
+
+    def _spawn(self, coro: Any, *, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    async def drain(self, grace: float | None = None) -> int:
+        """Shutdown: take on no new message and give those in flight `grace` seconds
+        (MEMBOT_SHUTDOWN_GRACE_SECONDS) to be answered. Returns how many were left
+        unfinished: they stay in the inbox and are answered after the restart."""
+        self._draining = True
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        try:
+            async with asyncio.timeout(grace):
+                while self._tickets:
+                    self._tickets_changed.clear()
+                    await self._tickets_changed.wait()
+        except TimeoutError:
+            logger.warning("shutdown: %d turn(s) unfinished, left in the inbox", len(self._tickets))
+        return len(self._tickets)
+
+    async def _close_writer(self) -> None:
+        """After a drain, learning not started yet is journaled (the next start learns it)
+        rather than run now, which could outlast the grace period; otherwise it runs."""
+        if self._draining and self.journal is not None:
+            for batch in self.writer.take_pending():
+                for user_id in batch.user_ids:
+                    await self._learn_later(
+                        Pending(user_id, batch.thread_id, batch.messages[user_id])
+                    )
+        await self.writer.aclose()
+
+    async def _stop_background(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     def _turn(self, thread_id: str) -> AbstractAsyncContextManager[None]:
         return self.locks.thread_turn(thread_id)
@@ -348,6 +517,7 @@ class MemoryBot:
         await self.writer.flush(user_id)  # only runs already in progress are left
         if self.journal is not None:
             await self.journal.discard(user_id)
+        await self.inbox.discard(user_id)  # their messages awaiting a takeover, too
         namespace = memory_namespace(user_id)
         facts = await self.store.asearch(namespace, filter=FACTS_ONLY, limit=_ALL_FACTS)
         await adelete_namespace(self.store, namespace)

@@ -57,6 +57,17 @@ LLM_ERRORS = Counter(
     ["provider", "error_type"],
     registry=REGISTRY,
 )
+DUPLICATES = Counter(
+    "membot_duplicate_messages_total",
+    "Platform messages delivered again (a retry, a duplicate, another replica) and not "
+    "answered a second time.",
+    registry=REGISTRY,
+)
+TAKEN_OVER = Counter(
+    "membot_taken_over_messages_total",
+    "Messages a dead process had accepted and not answered, answered after a takeover.",
+    registry=REGISTRY,
+)
 MEMORY_WRITES = Counter(
     "membot_memory_writes_total",
     "Memories changed, by action (added, updated, deleted, merged); a merge counts every "

@@ -6,11 +6,15 @@ Provider keys also accept their vendors' own variable names (`ANTHROPIC_API_KEY`
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from dotenv import dotenv_values
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.errors import ConfigError
 
 
 def _env(name: str, *vendor_names: str) -> AliasChoices:
@@ -90,7 +94,9 @@ class Settings(BaseSettings):
     # Embeddings.
     embedding_provider: Literal["auto", "local", "openai"] = Field(
         default="auto",
-        description="auto = OpenAI embeddings if an OpenAI key is set, else the local model.",
+        description="auto = OpenAI embeddings if an OpenAI key is set, else the local model; "
+        "an existing embedded store keeps the embedder that built it (qdrant/"
+        "membot_embedder.json). An explicit value that contradicts the store is an error.",
     )
     openai_embedding_model: str = "text-embedding-3-small"
     openai_embedding_dims: int = Field(default=1536, ge=1)
@@ -134,6 +140,18 @@ class Settings(BaseSettings):
     )
     recall_timeout_seconds: float = Field(
         default=5.0, gt=0, description="Past this, a turn answers without memories."
+    )
+    inbox_reanswer_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="A message accepted but left unanswered by a crash is answered when the "
+        "bot is back if it is younger than this; an older one gets a short note instead.",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=25.0,
+        ge=0,
+        description="On SIGTERM, how long turns in flight may take to finish (below "
+        "Kubernetes' 30 s); a turn that cannot finish is answered after the restart.",
     )
     memory_ttl_days: float | None = Field(
         default=None,
@@ -227,6 +245,13 @@ class Settings(BaseSettings):
         default="guild",
         description="guild: a user's memories are per server (and DMs apart); global: one set.",
     )
+    discord_owners: str = Field(
+        default="",
+        pattern=r"^\s*(\d+\s*(,\s*\d+\s*)*(,\s*)?)?$",
+        description="Comma-separated Discord user ids of the bot's owners. With the global "
+        "memory scope a person's memories are shared by every server, so only they may "
+        "/forget-user there (a server's admins rule one server, not the others).",
+    )
     http_host: str = "0.0.0.0"
     http_port: int = Field(
         default=3000,
@@ -256,6 +281,9 @@ class Settings(BaseSettings):
         return "offline"
 
     def resolved_embedding_provider(self) -> Literal["local", "openai"]:
+        """What the settings alone ask for. Under `auto` an existing embedded store keeps
+        the embedder that built it whatever this says: use
+        `engine.embeddings.embedding_provider` for the one actually in use."""
         if self.embedding_provider != "auto":
             return self.embedding_provider
         return "openai" if self.openai_api_key else "local"
@@ -272,3 +300,76 @@ class Settings(BaseSettings):
     @property
     def store_path(self) -> Path:
         return self.data_dir / "qdrant"
+
+    @classmethod
+    def env_names(cls, field_name: str) -> tuple[str, ...]:
+        """The environment variables that set `field_name` (`MEMBOT_MEMORY_TOP_K` for
+        `memory_top_k`; `MEMBOT_OPENAI_API_KEY` and `OPENAI_API_KEY` for a vendor key):
+        operators know the variables, not the field names."""
+        field = cls.model_fields[field_name]
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            return tuple(choice for choice in alias.choices if isinstance(choice, str))
+        if isinstance(alias, str):
+            return (alias,)
+        return (f"{cls.model_config.get('env_prefix', '')}{field_name}".upper(),)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """`Settings()` from the environment and `.env`, with a validation failure turned into
+    one `ConfigError` line that names the variables as the operator wrote them."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        problems = [_describe_problem(problem) for problem in err.errors()]
+        first = problems[0][0] if problems else "MEMBOT_*"
+        raise ConfigError(first, " ".join(text for _, text in problems)) from None
+
+
+def _describe_problem(problem: Any) -> tuple[str, str]:
+    """(variable, "VAR='value' is invalid: what is expected. The fix.") for one pydantic
+    error; `loc` holds the field name, or the first alias of a field that has aliases."""
+    where = str(problem["loc"][0]) if problem.get("loc") else ""
+    field_name = _field_of(where)
+    if field_name is None:
+        return where or "MEMBOT_*", f"{where or 'settings'}: {problem['msg']}."
+    variable = _variable_set(Settings.env_names(field_name))
+    field = Settings.model_fields[field_name]
+    secret = "SecretStr" in str(field.annotation)
+    value = "" if secret else f"={_shown(problem.get('input'))}"
+    expected = problem["msg"][:1].lower() + problem["msg"][1:]
+    default = "" if field.default is None else f" (default {field.default})"
+    return variable, (
+        f"{variable}{value} is invalid: {expected}. Set it to a valid value, or unset "
+        f"{variable}{default}."
+    )
+
+
+def _field_of(where: str) -> str | None:
+    """The Settings field an error location names (a field name or one of its variables)."""
+    if where in Settings.model_fields:
+        return where
+    for name in Settings.model_fields:
+        if where.upper() in Settings.env_names(name):
+            return name
+    return None
+
+
+def _variable_set(names: tuple[str, ...]) -> str:
+    """Of the variables that set one field, the one the operator actually set (in the
+    environment or `.env`, case-insensitively like pydantic-settings); else the first."""
+    env_file = Settings.model_config.get("env_file")
+    from_file = (
+        dotenv_values(env_file) if isinstance(env_file, str) and Path(env_file).is_file() else {}
+    )
+    given = {name.upper(): name for name in (*os.environ, *from_file)}
+    for name in names:
+        if name.upper() in given:
+            return name
+    return names[0]
+
+
+def _shown(value: Any) -> str:
+    """A rejected value for a message: quoted, and cut short (a pasted file, a JSON blob)."""
+    text = repr(value) if isinstance(value, str) else repr(str(value))
+    return text if len(text) <= 60 else text[:57] + "...'"

@@ -39,7 +39,14 @@ from tests.fakes.discord import (
 )
 from tests.fakes.llm import FakeLLM, ToolUse, last_user_text
 from tests.fakes.slack import FakeSlack, app_mention, message
-from tests.test_discord import CALLBACK, FOLLOWUP, MESSAGES, assert_no_pings, running
+from tests.test_discord import (
+    CALLBACK,
+    FOLLOWUP,
+    MESSAGES,
+    SENTINEL,
+    assert_no_pings,
+    running,
+)
 from tests.test_isolation import EMBEDDINGS
 
 LIMIT = Settings.model_fields["max_message_chars"].default  # 16,000
@@ -336,6 +343,9 @@ SLACK_REPLY = (
 )
 
 
+SLACK_SENTINEL = "DSENTINEL"
+
+
 @dataclass
 class SlackRun:
     slack: FakeSlack
@@ -345,8 +355,19 @@ class SlackRun:
     async def event(self, event: dict[str, Any]) -> None:
         await self.slack.push("events_api", self.slack.event_payload(event))
 
-    def outgoing(self) -> list[dict[str, Any]]:
-        return [c.args for c in self.slack.calls if c.method in ("chat.postMessage", "chat.update")]
+    async def sentinel(self) -> None:
+        """A DM that must be answered, and its answer: what the events before it were going
+        to post has been posted by then (no sleeping and hoping)."""
+        await self.event(message("U2", "are you there?", channel=SLACK_SENTINEL))
+        await self.slack.wait_for(
+            "chat.update", where=lambda c: c.args["channel"] == SLACK_SENTINEL
+        )
+
+    def outgoing(self, *, sentinel: bool = False) -> list[dict[str, Any]]:
+        """What the bot posted or edited (the sentinel's answer only if `sentinel`)."""
+        methods = ("chat.postMessage", "chat.update")
+        calls = [c.args for c in self.slack.calls if c.method in methods]
+        return [a for a in calls if sentinel or a.get("channel") != SLACK_SENTINEL]
 
 
 @pytest.fixture
@@ -398,10 +419,9 @@ async def test_slack_never_sends_an_active_mass_mention(slack_run: SlackRun) -> 
     assert [last_user_text(b) for b in run.llm.chat_requests()] == [said, said]
     assert "&lt;!channel&gt;" in in_dm.args["text"] and "&lt;!subteam^S1&gt;" in in_dm.args["text"]
     assert "&lt;!here|here&gt;" in in_dm.args["text"]
-    await asyncio.sleep(0.3)
-    outgoing = run.outgoing()
-    assert len(outgoing) == 4  # two placeholders, each edited into its answer
-    for args in outgoing:
+    await run.sentinel()
+    assert len(run.outgoing()) == 4  # two placeholders, each edited into its answer
+    for args in run.outgoing(sentinel=True):
         assert_no_active_mass_mention(args)
 
 
@@ -412,10 +432,9 @@ async def test_slack_long_answers_stay_escaped_in_every_part(slack_run: SlackRun
     await run.event(message("U1", "tell me a lot", channel="D1"))
     await run.slack.wait_for("chat.update")
     await run.slack.wait_for("chat.postMessage", count=3)  # placeholder + two more parts
-    await asyncio.sleep(0.3)
-    outgoing = run.outgoing()
-    assert sum(a["text"].count("word") for a in outgoing) == 6 * 300
-    for args in outgoing:
+    await run.sentinel()
+    assert sum(a["text"].count("word") for a in run.outgoing()) == 6 * 300
+    for args in run.outgoing(sentinel=True):
         assert_no_active_mass_mention(args)
 
 
@@ -436,6 +455,8 @@ PINGS = f"@everyone @here <@&{ADMIN_ROLE_ID}> <@{ADMIN_ID}> <@!{MEMBER_ID}>"
 def discord_reply(body: dict[str, Any]) -> str | ToolUse:
     if body.get("tools"):
         return ToolUse(body["tools"][0]["name"], {"operations": []})
+    if last_user_text(body) == SENTINEL:
+        return "ok"
     paragraph = f"{PINGS} " + "word " * 150
     return "\n\n".join([paragraph] * 5)  # ~4,500 characters: three messages
 
@@ -460,20 +481,20 @@ async def test_discord_never_pings_from_a_model_reply(tmp_path: Path) -> None:
             assert sum(1 for p in posts if p.json.get("message_reference")) == 2  # replies
             assert sum(1 for p in posts if not p.json.get("message_reference")) == 4  # plain
 
-            # /ask: deferred, then interaction follow-ups.
-            await run.command("ask", {"question": f"{PINGS} ?"}, user=MEMBER_ID)
-            followups = await fake.wait_for("POST", FOLLOWUP, count=3)
-
-            # Ephemeral answers quoting a stored memory full of mentions.
-            stored = await run.command("remember", {"fact": f"I like {PINGS}"}, user=MEMBER_ID)
-            listed = await run.command("memories", user=MEMBER_ID)
-            await asyncio.sleep(0.3)
-            posts = fake.calls_to("POST", MESSAGES)
-            assert len(posts) == 6 and len(fake.calls_to("POST", FOLLOWUP)) == 3
+            # Every command is deferred, then answered with follow-ups: /ask's three parts,
+            # and ephemeral answers quoting a stored memory full of mentions.
+            ask = await run.command("ask", {"question": f"{PINGS} ?"}, user=MEMBER_ID)
+            followups = await run.answers(ask, count=3)
+            remember = await run.command("remember", {"fact": f"I like {PINGS}"}, user=MEMBER_ID)
+            stored = await run.answer(remember)
+            listed = await run.answer(await run.command("memories", user=MEMBER_ID))
+            await run.sentinel()
+            posts = run.posts()
+            assert len(posts) == 6 and len(fake.calls_to("POST", FOLLOWUP)) == 3 + 1 + 1
     assert all(PINGS in p.json["content"] for p in posts)  # the text itself is kept
-    for call in [*posts, *followups]:
-        assert_no_pings(call.json)
-    for callback in (stored, listed):
-        assert PINGS in callback["data"]["content"]
-        assert_no_pings(callback["data"])
-    assert len(fake.calls_to("POST", CALLBACK)) == 3  # the /ask deferral, /remember, /memories
+    for body in [*(p.json for p in posts), *followups]:
+        assert_no_pings(body)
+    for answer in (stored, listed):
+        assert PINGS in answer["content"]
+        assert_no_pings(answer)
+    assert len(fake.calls_to("POST", CALLBACK)) == 3  # the deferrals of the three commands

@@ -67,6 +67,10 @@ class DebouncedWriter:
         self._by_user: dict[str, set[str]] = {}
         self._closed = False
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def submit(self, thread_id: str, user_id: str, messages: Sequence[BaseMessage]) -> None:
         """Queue messages of a finished turn; returns at once."""
         if self._closed:
@@ -111,6 +115,16 @@ class DebouncedWriter:
             state = self._threads.get(thread_id)
             if state is not None and thread_id != except_thread and state.involves(user_id):
                 await self._run_now(state)
+
+    def take_pending(self) -> list[Batch]:
+        """Remove and return every queued batch that is not running yet (shutdown: they
+        go to the journal instead of being learnt now)."""
+        taken = []
+        for state in self._threads.values():
+            if state.pending is not None:
+                taken.append(state.pending)
+                state.pending = None
+        return taken
 
     async def aclose(self) -> None:
         """Flush everything and stop; later submits raise."""
