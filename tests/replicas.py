@@ -1,8 +1,9 @@
 """Starting `membot run` as a Slack HTTP-mode replica against the local fakes and one
-Postgres: shared by the two-process test (tests/test_scale.py) and bench/scale_bench.py.
+Postgres, and a fresh database for replicas to share: used by the two-process tests
+(tests/test_scale.py, tests/test_discord_replicas.py) and bench/scale_bench.py.
 
 Each replica gets its own data directory (its own embedded memory store) and port; the
-checkpoints, turn locks, event claims and journal are shared through Postgres.
+checkpoints, turn locks, inbox and journal are shared through Postgres.
 """
 
 from __future__ import annotations
@@ -11,10 +12,46 @@ import asyncio
 import os
 import socket
 import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
+import pytest
+
+from engine.checkpoint import describe_dsn
 from tests.fakes.llm import FakeLLM
 from tests.fakes.slack import FakeSlack
+
+POSTGRES_URL = os.environ.get(
+    "MEMBOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+@asynccontextmanager
+async def fresh_database(prefix: str) -> AsyncIterator[str]:
+    """A URL of a new database (`<prefix>_<hex>`, so replicas start on empty tables),
+    dropped afterwards. Fails (never skips) without Postgres."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = await psycopg.AsyncConnection.connect(
+            POSTGRES_URL, autocommit=True, connect_timeout=5
+        )
+    except psycopg.Error as err:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {describe_dsn(POSTGRES_URL)} ({err}). "
+            "Run .ci/postgres or set MEMBOT_TEST_POSTGRES_URL.",
+            pytrace=False,
+        )
+    async with admin:
+        await admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{name}"))
+    finally:
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as admin:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def free_port() -> int:

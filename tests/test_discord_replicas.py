@@ -20,18 +20,14 @@ import asyncio
 import os
 import signal
 import sys
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
 
-from engine.checkpoint import describe_dsn
 from engine.memory.manager import MEMORY_TOOL
 from tests.fakes.discord import (
     ADMIN_ID,
@@ -43,11 +39,8 @@ from tests.fakes.discord import (
 )
 from tests.fakes.llm import FakeLLM, ToolUse, echo_reply
 from tests.fakes.waits import WAIT, eventually
-from tests.replicas import free_port
+from tests.replicas import free_port, fresh_database
 
-POSTGRES_URL = os.environ.get(
-    "MEMBOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 MESSAGES, ASKS = 12, 4
 START_SECONDS = 120  # `membot run` loads the local sentence model first; slow when busy
 
@@ -63,25 +56,8 @@ def model(body: dict[str, Any]) -> str | ToolUse:
 
 @pytest.fixture
 async def replica_db() -> AsyncIterator[str]:
-    """A URL of a fresh database (`membot_dscale_<hex>`), dropped afterwards."""
-    name = f"membot_dscale_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = await psycopg.AsyncConnection.connect(
-            POSTGRES_URL, autocommit=True, connect_timeout=5
-        )
-    except psycopg.Error as err:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {describe_dsn(POSTGRES_URL)} ({err}). "
-            "Run .ci/postgres or set MEMBOT_TEST_POSTGRES_URL.",
-            pytrace=False,
-        )
-    async with admin:
-        await admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{name}"))
-    finally:
-        async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as admin:
-            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    async with fresh_database("membot_dscale") as url:
+        yield url
 
 
 @dataclass

@@ -18,34 +18,26 @@ copies race; every fifth arrives after the first was acknowledged). Then:
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import psycopg
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
 from bots.slack import THINKING, thread_key
 from engine.bot import PREVIOUS_CHANNEL
-from engine.checkpoint import describe_dsn
 from engine.conversation import thread_state
 from engine.memory.manager import MEMORY_TOOL
 from tests.fakes.llm import FakeLLM, ToolUse, echo_reply
 from tests.fakes.slack import Call, FakeSlack, app_mention, message
-from tests.replicas import free_port, spawn_replica
+from tests.replicas import free_port, fresh_database, spawn_replica
 
-POSTGRES_URL = os.environ.get(
-    "MEMBOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 SECRET = "scale-signing-secret"
 PEOPLE = 50
 START_SECONDS = 120  # startup of `membot run` (about 3 s here; far more on a busy machine)
@@ -82,25 +74,8 @@ class RecordingSlack(FakeSlack):
 
 @pytest.fixture
 async def scale_db() -> AsyncIterator[str]:
-    """A URL of a fresh database (`membot_scale_<hex>`), dropped afterwards."""
-    name = f"membot_scale_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = await psycopg.AsyncConnection.connect(
-            POSTGRES_URL, autocommit=True, connect_timeout=5
-        )
-    except psycopg.Error as err:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {describe_dsn(POSTGRES_URL)} ({err}). "
-            "Run .ci/postgres or set MEMBOT_TEST_POSTGRES_URL.",
-            pytrace=False,
-        )
-    async with admin:
-        await admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{name}"))
-    finally:
-        async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as admin:
-            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    async with fresh_database("membot_scale") as url:
+        yield url
 
 
 @dataclass
