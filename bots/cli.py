@@ -197,6 +197,12 @@ def _parser() -> argparse.ArgumentParser:
         "--qdrant-api-key", metavar="KEY", help="default: MEMBOT_QDRANT_API_KEY, if set"
     )
     migrate.add_argument("--to-postgres", metavar="DSN", help="postgresql://... for checkpoints")
+    commands.add_parser(
+        "reindex",
+        help="re-embed the embedded memory store with MEMBOT_EMBEDDING_PROVIDER (local or "
+        "openai) and swap it in; the old store is kept as qdrant.<embedder>-<time>.bak. "
+        "Stop the bot first.",
+    )
     parser.add_argument(
         "--log-level",
         default=os.environ.get("MEMBOT_LOG_LEVEL", "WARNING"),
@@ -246,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
                     postgres_dsn=args.to_postgres,
                 )
             )
+        elif args.command == "reindex":
+            from engine.reindex import run_command as run_reindex
+
+            return asyncio.run(run_reindex(settings))
         else:
             asyncio.run(_chat(settings, args.user, args.thread))
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -56,7 +56,7 @@ __all__ = [
     "run_command",
 ]
 
-_STORE_META = "membot_store.json"  # written by EdgeStore.open once a shard is complete
+STORE_META = "membot_store.json"  # written by EdgeStore.open once a shard is complete
 
 PAGE = 256  # points per scroll page and per retrieve
 _MAX_REQUEST_BYTES = 8 * 1024 * 1024  # an upsert request stays well under Qdrant's 32 MiB
@@ -107,7 +107,7 @@ async def migrate_memories(
     await _check_target(target, dims, collection_options or {})
     shard = source.client.shard
     name = target.collection_name
-    source_count = await asyncio.to_thread(_count, shard)
+    source_count = await asyncio.to_thread(count_points, shard)
     already = (await target.client.count(name, exact=True)).count
     if already:
         seen, missing, differing, _ = await _compare(shard, target)
@@ -133,7 +133,7 @@ async def migrate_memories(
 
     started = time.monotonic()
     copied = 0
-    async for records in _pages(shard, with_vector=True):
+    async for records in point_pages(shard, with_vector=True):
         points = [_point(record, dims) for record in records]
         for batch in _pack(points):
             await target.client.upsert(name, points=batch, wait=True)
@@ -192,11 +192,11 @@ async def _check_target(
         )
 
 
-def _count(shard: qe.EdgeShard) -> int:
+def count_points(shard: qe.EdgeShard) -> int:
     return shard.count(qe.CountRequest(exact=True))
 
 
-async def _pages(shard: qe.EdgeShard, *, with_vector: bool) -> AsyncIterator[list[qe.Record]]:
+async def point_pages(shard: qe.EdgeShard, *, with_vector: bool) -> AsyncIterator[list[qe.Record]]:
     """All points of the shard in id order, `PAGE` at a time, read on a worker thread."""
     offset = None
     while True:
@@ -237,7 +237,7 @@ def _pack(points: Sequence[models.PointStruct]) -> list[list[models.PointStruct]
     return batches
 
 
-def _comparable(payload: Mapping[str, Any]) -> dict[str, Any]:
+def comparable_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
     # Items are read from `value_json`, the exact copy; a server may change a float in
     # `value` (the filterable copy) by one unit in the last place.
     return {k: v for k, v in payload.items() if k != "value"}
@@ -250,7 +250,7 @@ async def _compare(
     missing in the target, present with another payload, points per top namespace)."""
     seen = missing = differing = 0
     namespaces: Counter[str] = Counter()
-    async for records in _pages(shard, with_vector=False):
+    async for records in point_pages(shard, with_vector=False):
         ids = [str(r.id) for r in records]
         found = await target.client.retrieve(
             target.collection_name, ids=ids, with_payload=True, with_vectors=False
@@ -261,7 +261,7 @@ async def _compare(
             namespaces[(payload.get("namespace") or ["?"])[0]] += 1
             if pid not in payloads:
                 missing += 1
-            elif _comparable(payloads[pid]) != _comparable(payload):
+            elif comparable_payload(payloads[pid]) != comparable_payload(payload):
                 differing += 1
         seen += len(records)
     return seen, missing, differing, namespaces
@@ -463,7 +463,7 @@ def _preflight(settings: Settings, postgres_dsn: str | None) -> Path | None:
             "embedded install. Unset MEMBOT_QDRANT_URL to migrate the data in "
             f"{settings.data_dir}."
         )
-    if not (settings.store_path / _STORE_META).is_file():
+    if not (settings.store_path / STORE_META).is_file():
         # Checked here: EdgeStore.open would create an empty store.
         raise MigrationError(f"no embedded memory store at {settings.store_path} (MEMBOT_DATA_DIR)")
     if postgres_dsn is None:

@@ -22,9 +22,12 @@ from engine.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# Switching embedders means embedding every memory again: `membot reindex` does it in
+# place (old store kept as a backup), so that is the fix offered, not losing the memories.
 _SWITCH_HINT = (
-    "start a store with the other embedder in a new MEMBOT_DATA_DIR (or move {path} aside); "
-    "its memories have to be embedded again there"
+    "to switch, stop the bot and run `membot reindex` with the new setting (it re-embeds "
+    "the memories into a new store and keeps {path} as a backup), or start afresh in a "
+    "new MEMBOT_DATA_DIR"
 )
 
 
@@ -82,9 +85,10 @@ def make_embeddings(settings: Settings) -> tuple[Embeddings, int]:
         logger.warning(
             "OPENAI_API_KEY is set, but the memory store at %s was built with %s, so membot "
             "keeps using them (MEMBOT_EMBEDDING_PROVIDER=auto follows the store). To switch "
-            "to openai embeddings, set MEMBOT_EMBEDDING_PROVIDER=openai and re-embed the "
-            "memories into a new store (a new MEMBOT_DATA_DIR); to keep local ones and "
-            "silence this, set MEMBOT_EMBEDDING_PROVIDER=local.",
+            "to openai embeddings, stop the bot and run `MEMBOT_EMBEDDING_PROVIDER=openai "
+            "membot reindex` (it re-embeds the memories), then set "
+            "MEMBOT_EMBEDDING_PROVIDER=openai; to keep local ones and silence this, set "
+            "MEMBOT_EMBEDDING_PROVIDER=local.",
             settings.store_path,
             record.describe(),
         )
