@@ -152,6 +152,7 @@ EPILOG = """where data lives: MEMBOT_DATA_DIR (default: data, in the working dir
                       with membot_embedder.json: the embedder that built it
   checkpoints.sqlite  the conversations (unless MEMBOT_CHECKPOINT_URL is set)
   outbox.sqlite       learning not yet applied, retried after a crash
+  inbox.sqlite        messages taken on and not yet answered (answered after a crash)
   locks/, audit.log   per-thread turn locks; the admin erasure audit trail
 
 Settings come from MEMBOT_* environment variables (and the vendors' own names such as

@@ -299,3 +299,19 @@ async def test_a_name_is_no_answer_to_what_someone_does(bot) -> None:
         assert DONT_KNOW in reply.text, (question, reply.text)
     who = await bot.chat(user_id="u1", thread_id="c", text="what's my girlfriend's name?")
     assert "Keisha" in who.text, who.text
+
+
+async def test_a_change_said_after_a_slot_fact_is_answered_before_it(bot) -> None:
+    """Learning has not (yet) made a fact of "I started work at Kestrel": the slot says
+    Paylane, but the newer message that says something changed is stated first."""
+    await bot.chat(
+        user_id="u1", thread_id="a", text="I work at Paylane",
+        at=datetime.now(UTC) - timedelta(days=40),
+    )
+    await bot.flush_memories()
+    await bot.chat(
+        user_id="u1", thread_id="b", text="big news, I started work at Kestrel Health on "
+        "monday as a senior PM",
+    )  # not flushed: only the episode knows
+    reply = await bot.chat(user_id="u1", thread_id="c", text="where do I work?")
+    assert "Kestrel" in reply.text and "Paylane" not in reply.text, reply.text

@@ -276,6 +276,15 @@ def test_facts_are_bounded_and_well_formed() -> None:
         "not Lisbon but Porto",
         "I have a new job at Spotify",
         "my new address is 5 Rua Augusta",
+        "I started at Globex on monday, nervous",
+        "I started work at the hospital",
+        "we just started working with a new agency",
+        "I quit the bakery last week",
+        "left my job at the council",
+        "last day at the old place was friday",
+        "got promoted to sous chef!!",
+        "we finally moved, boxes everywhere",
+        "got the keys to the flat in Leith",
     ],
 )
 def test_corrections_are_recognised(message: str) -> None:
@@ -284,7 +293,16 @@ def test_corrections_are_recognised(message: str) -> None:
 
 @pytest.mark.parametrize(
     "message",
-    ["I live in Lisbon", "my name is Bob", "I know", "snow is nice", "do you live in Porto now?"],
+    [
+        "I live in Lisbon",
+        "my name is Bob",
+        "I know",
+        "snow is nice",
+        "do you live in Porto now?",
+        "the film started at nine",
+        "I left my keys at home",
+        "did you quit the project?",
+    ],
 )
 def test_plain_statements_and_questions_are_not_corrections(message: str) -> None:
     assert not is_correction(message)

@@ -939,7 +939,12 @@ _CORRECTION = re.compile(
     r"|nowadays|(?:i|we)\s+used\s+to|(?:my|our)\s+new|new\s+(?:job|role|position|address|place"
     r"|flat|apartment|house|home|city|name|nickname|number|phone|email|boss|manager|partner"
     r"|girlfriend|boyfriend|wife|husband|team|company|employer|diet))\b"
-    r"|\bnot\s+[\w'-]+(?:\s+[\w'-]+){0,2},?\s+but\b",
+    r"|\bnot\s+[\w'-]+(?:\s+[\w'-]+){0,2},?\s+but\b"
+    # A job or a home left or begun: "I started at Kestrel", "quit the cafe", "last day at
+    # the old place", "got promoted", "just moved", "got the keys".
+    r"|\b(?:(?:i|we)\s+(?:just\s+)?started\s+(?:at|with|as|working|work|a\s+new)|quit\s+(?:my|the|our)"
+    r"|left\s+(?:my|the)\s+(?:job|firm|company)|last\s+day\s+(?:at|was)|got\s+promoted"
+    r"|(?:just|finally)\s+moved|got\s+the\s+keys)\b",
     re.I,
 )
 

@@ -33,6 +33,8 @@ class Recalled:
     # recency and kind bonuses, which order close candidates but say nothing about
     # whether one answers the question at all.
     relevance: float | None = None
+    # The message says something changed ("I started at Kestrel on monday", "we moved").
+    changed: bool = False
 
     @property
     def episode(self) -> bool:
@@ -71,7 +73,8 @@ def recalled(
     relevance = None
     if score is not None:
         relevance = _relevance(score, config, item.value, now or datetime.now(UTC))
-    return Recalled(item.key, text, kind, _when(item), score, relevance)
+    changed = item.value.get("change") == "yes"
+    return Recalled(item.key, text, kind, _when(item), score, relevance, changed)
 
 
 async def recall(store: BaseStore, user_id: str, query: str, *, limit: int) -> list[Recalled]:

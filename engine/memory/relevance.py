@@ -60,8 +60,14 @@ _RELATIONS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 # Words that name a whole category (my kids = my son or daughter; a partner = any).
 _UMBRELLAS: dict[str, str] = {
-    "kid": "family", "kids": "family", "child": "family", "children": "family",
-    "partner": "partner", "spouse": "partner", "pet": "pet", "pets": "pet",
+    "kid": "family",
+    "kids": "family",
+    "child": "family",
+    "children": "family",
+    "partner": "partner",
+    "spouse": "partner",
+    "pet": "pet",
+    "pets": "pet",
 }
 _GROUPS: dict[str, tuple[str, str]] = {
     word: relation for relation, words in _RELATIONS.items() for word in words
@@ -165,7 +171,8 @@ _ASKS_DETAIL = re.compile(r"^\W*(?:what|where|when|which|how)\b", re.I)
 def _has_name(memory: str, question: str) -> bool:
     if memory != memory.lower():  # typed with capitals: a capitalised word past the start
         names = [
-            m for m in _CAPITALISED.finditer(memory)
+            m
+            for m in _CAPITALISED.finditer(memory)
             if m.group(0) not in ("I", "I'm", "I've", "I'd", "I'll")
         ]
         asked = [w for w in _WORD.findall(question.lower()) if w in _GROUPS]
@@ -221,7 +228,13 @@ def answers(
 ) -> list[Recalled]:
     """The recalled memories that may answer `question`, best first (maybe none)."""
     found = _answers(question, memories, min_score=min_score)
-    if len(found) < 2 or found[0].score is None:
+    if found and found[0].score is None:  # a slot's fact, read by key
+        # Its rivals are judged by meaning alone: the slot, not the similarity to the
+        # best hit, says what the question is about.
+        return _newer_change_first(
+            found[0], _answers(question, memories, min_score=min_score, relative=False)
+        )
+    if len(found) < 2:
         return found
     floor = found[0].score * (1 - NEWER_WITHIN)
     close = [m for m in found if m.score is not None and m.score >= floor and m.when]
@@ -232,10 +245,16 @@ def answers(
 
 
 def _answers(
-    question: str, memories: Sequence[Recalled], *, min_score: float = DEFAULT_MIN_SCORE
+    question: str,
+    memories: Sequence[Recalled],
+    *,
+    min_score: float = DEFAULT_MIN_SCORE,
+    relative: bool = True,
 ) -> list[Recalled]:
     best = max((m.relevance for m in memories if m.relevance is not None), default=None)
-    floor = max(min_score, best * (1 - FAR_BELOW_BEST)) if best is not None else min_score
+    floor = min_score
+    if relative and best is not None:
+        floor = max(min_score, best * (1 - FAR_BELOW_BEST))
     return [
         m
         for m in memories
@@ -243,3 +262,15 @@ def _answers(
         and not about_someone_else(question, m.text, fact=not m.episode)
         and fits_the_question(question, m.text)
     ]
+
+
+def _newer_change_first(fact: Recalled, rivals: list[Recalled]) -> list[Recalled]:
+    """A slot's fact (read by key) is stale when the person said something changed after
+    it that learning has not made a fact of yet ("I started at Kestrel on monday" after
+    "I work at Paylane"): the newer message goes first."""
+    others = [m for m in rivals if m is not fact]
+    newer = [m for m in others if m.changed and m.when and fact.when and m.when > fact.when]
+    if not newer:
+        return [fact, *others]
+    first = max(newer, key=lambda m: m.relevance or 0.0)
+    return [first, fact, *[m for m in others if m is not first]]
