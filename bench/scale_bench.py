@@ -48,13 +48,10 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import psycopg
@@ -64,11 +61,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.fakes, fro
 from engine.memory.manager import MEMORY_TOOL
 from tests.fakes.llm import FakeLLM, ToolUse, echo_reply
 from tests.fakes.slack import FakeSlack, message
-from tests.replicas import free_port, spawn_replica
+from tests.replicas import POSTGRES_URL, free_port, fresh_database, spawn_replica
 
-POSTGRES_URL = os.environ.get(
-    "MEMBOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 SECRET = "bench-secret"
 DEFAULT_LOCKS = 20  # MEMBOT_POSTGRES_LOCK_CONNECTIONS' default
 # Each process's other Postgres pools: checkpoints (MEMBOT_POSTGRES_CHECKPOINT_CONNECTIONS'
@@ -110,18 +104,6 @@ class TimedSlack(FakeSlack):
 
 
 # -- Postgres ------------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def fresh_database() -> AsyncIterator[str]:
-    name = f"membot_scale_bench_{uuid.uuid4().hex[:12]}"
-    async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as admin:
-        await admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{name}"))
-    finally:
-        async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as admin:
-            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 async def connection_budget() -> tuple[int, int]:
@@ -301,7 +283,7 @@ async def wait_learnt(llm: FakeLLM, count: int, seconds: float = 300) -> None:
 async def run(processes: int, locks: int, conversations: int, latency: float) -> dict[str, Any]:
     warmup = min(conversations, 2 * locks) * processes
     async with (
-        fresh_database() as db_url,
+        fresh_database("membot_scale_bench") as db_url,
         TimedSlack(signing_secret=SECRET) as slack,
         FakeLLM(fake_model) as llm,
     ):

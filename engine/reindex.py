@@ -38,6 +38,7 @@ from langgraph.store.base import PutOp
 from langgraph.store.qdrant.base import VECTOR_NAME
 from qdrant_edge import UpdateOperation
 
+from engine.embeddings import build_embeddings
 from engine.embeddings.cache import CachedEmbeddings
 from engine.embeddings.record import EmbedderRecord, identify, read_record, write_record
 from engine.errors import ConfigError
@@ -82,7 +83,13 @@ async def reindex(settings: Settings) -> ReindexReport:
     old = _preflight(settings)
     store_path = settings.store_path
     new_path = settings.data_dir / NEW_DIR
-    embeddings, dims = _new_embeddings(settings)
+    # Built directly: `make_embeddings` would refuse it, as it contradicts the store.
+    embeddings, dims = build_embeddings(
+        settings,
+        settings.embedding_provider,
+        missing_key="MEMBOT_EMBEDDING_PROVIDER=openai needs OPENAI_API_KEY to re-embed the "
+        "memories. Set it.",
+    )
     started = time.monotonic()
     try:
         # A run killed before its cleanup left this; it was never swapped in.
@@ -90,7 +97,7 @@ async def reindex(settings: Settings) -> ReindexReport:
         try:
             namespaces = await _copy_all(store_path, new_path, embeddings, dims)
             record = identify(embeddings, dims)
-            if record is None:  # `_new_embeddings` only builds embedders membot ships
+            if record is None:  # `build_embeddings` only builds embedders membot ships
                 raise ReindexError("the new embedder could not be identified")
             write_record(new_path, record)
         except BaseException:
@@ -150,25 +157,6 @@ def _same_embedder(settings: Settings, old: EmbedderRecord) -> bool:
         return True
     model_same = old.model is None or old.model == settings.openai_embedding_model
     return model_same and old.dims == settings.openai_embedding_dims
-
-
-def _new_embeddings(settings: Settings) -> tuple[Embeddings, int]:
-    """The embedder `MEMBOT_EMBEDDING_PROVIDER` names, built directly: `make_embeddings`
-    would refuse it, as it contradicts the store being reindexed."""
-    if settings.embedding_provider == "openai":
-        if settings.openai_api_key is None:
-            raise ConfigError(
-                "OPENAI_API_KEY",
-                "MEMBOT_EMBEDDING_PROVIDER=openai needs OPENAI_API_KEY to re-embed the "
-                "memories. Set it.",
-            )
-        from engine.embeddings.openai import OpenAIEmbeddings
-
-        return CachedEmbeddings(OpenAIEmbeddings(settings)), settings.openai_embedding_dims
-    from engine.embeddings.local import LocalEmbeddings
-
-    local = LocalEmbeddings()
-    return CachedEmbeddings(local), local.dims
 
 
 async def _close(embeddings: Embeddings) -> None:

@@ -92,13 +92,24 @@ def make_embeddings(settings: Settings) -> tuple[Embeddings, int]:
             settings.store_path,
             record.describe(),
         )
+    return build_embeddings(
+        settings,
+        provider,
+        missing_key="MEMBOT_EMBEDDING_PROVIDER=openai needs OPENAI_API_KEY. Set it, or set "
+        "MEMBOT_EMBEDDING_PROVIDER=local (or auto).",
+    )
+
+
+def build_embeddings(
+    settings: Settings, provider: str, *, missing_key: str
+) -> tuple[Embeddings, int]:
+    """The embedder `provider` names (behind a per-text cache) and its vector size, with no
+    look at the store: `make_embeddings` checks the store first, `membot reindex` builds
+    the embedder the store is to be switched to. `missing_key` is the error's line when
+    OpenAI is named without its key."""
     if provider == "openai":
         if settings.openai_api_key is None:  # only an explicit `openai` gets here
-            raise ConfigError(
-                "OPENAI_API_KEY",
-                "MEMBOT_EMBEDDING_PROVIDER=openai needs OPENAI_API_KEY. Set it, or set "
-                "MEMBOT_EMBEDDING_PROVIDER=local (or auto).",
-            )
+            raise ConfigError("OPENAI_API_KEY", missing_key)
         from engine.embeddings.openai import OpenAIEmbeddings
 
         # OpenAI's embeddings are symmetric too (one endpoint for queries and documents).
