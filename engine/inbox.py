@@ -146,8 +146,15 @@ class SqliteInbox:
         cur = await self._conn.execute(
             "INSERT INTO inbox (key, platform, user_id, entry, owner, lease_until, accepted_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
-            (inbound.key, inbound.platform, inbound.user_id, _encode(inbound), self.owner,
-             now + lease, now),
+            (
+                inbound.key,
+                inbound.platform,
+                inbound.user_id,
+                _encode(inbound),
+                self.owner,
+                now + lease,
+                now,
+            ),
         )
         self._accepted += 1
         if self._accepted % PURGE_EVERY == 0:
@@ -193,8 +200,7 @@ class SqliteInbox:
 
     async def discard(self, user_id: str) -> int:
         cur = await self._conn.execute(
-            "UPDATE inbox SET done = 1, entry = '{}', reply = NULL"
-            " WHERE user_id = ? AND done = 0",
+            "UPDATE inbox SET done = 1, entry = '{}', reply = NULL WHERE user_id = ? AND done = 0",
             (user_id,),
         )
         await self._conn.commit()
@@ -230,8 +236,15 @@ class PostgresInbox:
             cur = await conn.execute(
                 f"INSERT INTO {self.TABLE} (key, platform, user_id, entry, owner, lease_until,"
                 " accepted_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (key) DO NOTHING",
-                (inbound.key, inbound.platform, inbound.user_id, _encode(inbound), self.owner,
-                 now + lease, now),
+                (
+                    inbound.key,
+                    inbound.platform,
+                    inbound.user_id,
+                    _encode(inbound),
+                    self.owner,
+                    now + lease,
+                    now,
+                ),
             )
             self._accepted += 1
             if self._accepted % PURGE_EVERY == 0:
@@ -252,8 +265,7 @@ class PostgresInbox:
     async def done(self, key: str) -> None:
         async with self.pool.connection() as conn:
             await conn.execute(
-                f"UPDATE {self.TABLE} SET done = true, entry = '{{}}', reply = NULL"
-                " WHERE key = %s",
+                f"UPDATE {self.TABLE} SET done = true, entry = '{{}}', reply = NULL WHERE key = %s",
                 (key,),
             )
 
@@ -269,8 +281,7 @@ class PostgresInbox:
                 (self.owner, now + lease, platform, now, limit),
             )
             rows = await cur.fetchall()
-        return [_decode(_col(r, "key", 0), platform, _col(r, "entry", 1), _col(r, "reply", 2))
-                for r in rows]
+        return [_decode(r["key"], platform, r["entry"], r["reply"]) for r in rows]
 
     async def discard(self, user_id: str) -> int:
         async with self.pool.connection() as conn:
@@ -285,12 +296,7 @@ class PostgresInbox:
         async with self.pool.connection() as conn:
             cur = await conn.execute(f"SELECT count(*) AS n FROM {self.TABLE} WHERE NOT done")
             row = await cur.fetchone()
-        return int(_col(row, "n", 0))
-
-
-def _col(row: Any, name: str, index: int) -> Any:
-    """A column of a row from a dict-row or tuple-row pool."""
-    return row[name] if isinstance(row, dict) else row[index]
+        return int(row["n"]) if row else 0
 
 
 def with_progress(inbound: Inbound, *, reply: str | None = None, **route: Any) -> Inbound:
@@ -344,7 +350,8 @@ class MemoryInbox:
     async def orphans(self, platform: str, *, lease: float, limit: int = 50) -> list[Inbound]:
         now = time.time()
         taken = [
-            inbound for inbound, until in self._open.values()
+            inbound
+            for inbound, until in self._open.values()
             if inbound.platform == platform and until < now
         ][:limit]
         for inbound in taken:

@@ -227,13 +227,14 @@ def answers(
     question: str, memories: Sequence[Recalled], *, min_score: float = DEFAULT_MIN_SCORE
 ) -> list[Recalled]:
     """The recalled memories that may answer `question`, best first (maybe none)."""
-    found = _answers(question, memories, min_score=min_score)
-    if found and found[0].score is None:  # a slot's fact, read by key
+    fitting = _fitting(question, memories, min_score=min_score)
+    if fitting and fitting[0].score is None:  # a slot's fact, read by key
         # Its rivals are judged by meaning alone: the slot, not the similarity to the
         # best hit, says what the question is about.
-        return _newer_change_first(
-            found[0], _answers(question, memories, min_score=min_score, relative=False)
-        )
+        return _newer_change_first(fitting[0], fitting)
+    best = max((m.relevance for m in memories if m.relevance is not None), default=None)
+    far_below = best * (1 - FAR_BELOW_BEST) if best is not None else min_score
+    found = [m for m in fitting if m.relevance is None or m.relevance >= far_below]
     if len(found) < 2:
         return found
     floor = found[0].score * (1 - NEWER_WITHIN)
@@ -244,21 +245,12 @@ def answers(
     return found
 
 
-def _answers(
-    question: str,
-    memories: Sequence[Recalled],
-    *,
-    min_score: float = DEFAULT_MIN_SCORE,
-    relative: bool = True,
-) -> list[Recalled]:
-    best = max((m.relevance for m in memories if m.relevance is not None), default=None)
-    floor = min_score
-    if relative and best is not None:
-        floor = max(min_score, best * (1 - FAR_BELOW_BEST))
+def _fitting(question: str, memories: Sequence[Recalled], *, min_score: float) -> list[Recalled]:
+    """The memories relevant enough, about the right one, with an answer of the right kind."""
     return [
         m
         for m in memories
-        if (m.relevance is None or m.relevance >= floor)
+        if (m.relevance is None or m.relevance >= min_score)
         and not about_someone_else(question, m.text, fact=not m.episode)
         and fits_the_question(question, m.text)
     ]
