@@ -115,7 +115,7 @@ class MemoryBot:
             answer_timeout=settings.answer_timeout_seconds,
             recall_timeout=settings.recall_timeout_seconds,
         )
-        self.memory = MemoryManager(store, model)
+        self.memory = MemoryManager(store, model, one_at_a_time=self.locks.user_memory)
         self.writer = DebouncedWriter(self._after_turns, debounce=settings.memory_debounce_seconds)
 
     @classmethod

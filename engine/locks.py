@@ -3,6 +3,10 @@
 - `thread_turn(thread_id)` runs one turn of a conversation at a time. Two turns at once
   would both read the same `previous` messages and the later save would drop the
   earlier turn.
+- `user_memory(user_id)` runs one learning pass over a person's memories at a time.
+  Learning reads their memories, asks the model, then writes: two passes at once (two
+  threads of one person, or two replicas) would each miss the other's fact, so "I live
+  in Berlin" and "I moved to Lisbon" said in two threads could both survive.
 - `try_job(name)` lets exactly one holder run a scheduled job (TTL sweep, pruning...)
   now; the others skip it rather than queue up.
 
@@ -41,6 +45,11 @@ class Locks(Protocol):
         """Wait until no other turn of `thread_id` runs; hold that right until exit."""
         ...
 
+    def user_memory(self, user_id: str) -> AbstractAsyncContextManager[None]:
+        """Wait until no other learning pass over `user_id`'s memories runs; hold until
+        exit."""
+        ...
+
     def try_job(self, name: str) -> AbstractAsyncContextManager[bool]:
         """Without waiting: True if this holder may run job `name` now (exclusively, until
         exit), False if someone else is running it."""
@@ -58,6 +67,10 @@ def thread_key(thread_id: str) -> int:
     return advisory_key("thread:" + thread_id)
 
 
+def user_memory_key(user_id: str) -> int:
+    return advisory_key("memory:" + user_id)
+
+
 def job_key(name: str) -> int:
     return advisory_key("job:" + name)
 
@@ -69,15 +82,15 @@ def check_job_name(name: str) -> str:
     return name
 
 
-class _ThreadLocks:
-    """An `asyncio.Lock` per thread id. Weak values: a lock is freed as soon as no turn
-    holds or awaits it, so idle threads cost nothing."""
+class KeyedLocks:
+    """An `asyncio.Lock` per key (thread id, user id). Weak values: a lock is freed as
+    soon as nobody holds or awaits it, so idle keys cost nothing."""
 
     def __init__(self) -> None:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
-    def __call__(self, thread_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(thread_id, asyncio.Lock())
+    def __call__(self, key: str) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
 
     def __len__(self) -> int:
         return len(self._locks)
@@ -88,11 +101,17 @@ class LocalLocks:
 
     def __init__(self, lock_dir: Path) -> None:
         self.lock_dir = lock_dir
-        self._thread_lock = _ThreadLocks()
+        self._thread_lock = KeyedLocks()
+        self._user_lock = KeyedLocks()
 
     @asynccontextmanager
     async def thread_turn(self, thread_id: str) -> AsyncIterator[None]:
         async with self._thread_lock(thread_id):
+            yield
+
+    @asynccontextmanager
+    async def user_memory(self, user_id: str) -> AsyncIterator[None]:
+        async with self._user_lock(user_id):
             yield
 
     @asynccontextmanager
@@ -130,16 +149,26 @@ class PostgresLocks:
     long as it is held. Give the pool connections for as many different threads as may
     be in a turn at once, plus running jobs."""
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, learning_pool: Pool | None = None) -> None:
         self.pool = pool
+        # Learning holds its lock for a whole extraction call; on a pool of its own it can
+        # never take the connections that turns wait for.
+        self.learning_pool = learning_pool or pool
         # Coroutines of this process queue here first, so that only one of them per
         # thread holds (or waits with) a pool connection.
-        self._thread_lock = _ThreadLocks()
+        self._thread_lock = KeyedLocks()
+        self._user_lock = KeyedLocks()
 
     @asynccontextmanager
     async def thread_turn(self, thread_id: str) -> AsyncIterator[None]:
         async with self._thread_lock(thread_id):
             async with advisory_lock(self.pool, thread_key(thread_id), wait=True):
+                yield
+
+    @asynccontextmanager
+    async def user_memory(self, user_id: str) -> AsyncIterator[None]:
+        async with self._user_lock(user_id):
+            async with advisory_lock(self.learning_pool, user_memory_key(user_id), wait=True):
                 yield
 
     @asynccontextmanager
@@ -190,15 +219,23 @@ async def advisory_lock(pool: Pool, key: int, *, wait: bool) -> AsyncIterator[bo
 async def open_locks(
     checkpoint_url: str | None, lock_dir: Path, *, pool_size: int = 20
 ) -> AsyncIterator[Locks]:
-    """`PostgresLocks` on a pool of its own when the checkpoints are in Postgres (turns
-    hold their connection for a whole model call, which must not starve the
-    checkpointer), else `LocalLocks` in `lock_dir`."""
+    """`PostgresLocks` on pools of their own when the checkpoints are in Postgres (turns
+    and learning hold their connection for a whole model call, which must not starve the
+    checkpointer, and learning must not starve turns), else `LocalLocks` in `lock_dir`."""
     if is_postgres_url(checkpoint_url):
         # A turn waits here while other turns hold every connection: a burst of long
         # turns queues for minutes rather than failing after psycopg_pool's default 30 s.
-        async with open_pool(
-            checkpoint_url, max_size=pool_size, name="membot-locks", wait_timeout=600.0
-        ) as pool:
-            yield PostgresLocks(pool)
+        async with (
+            open_pool(
+                checkpoint_url, max_size=pool_size, name="membot-locks", wait_timeout=600.0
+            ) as pool,
+            open_pool(
+                checkpoint_url,
+                max_size=max(2, pool_size // 4),
+                name="membot-learning-locks",
+                wait_timeout=600.0,
+            ) as learning_pool,
+        ):
+            yield PostgresLocks(pool, learning_pool)
     else:
         yield LocalLocks(lock_dir)

@@ -144,6 +144,41 @@ async def test_local_thread_locks_are_freed(tmp_path: Path) -> None:
     assert len(locks._thread_lock) == 0
 
 
+# -- one learning pass per person ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_learning_passes_over_one_person_never_overlap(
+    backend: str, new_locks: OpenLocks
+) -> None:
+    # Two replicas (two instances, two sessions on Postgres) learning for the same person.
+    one, two, user, overlap = await new_locks(), await new_locks(), name("user"), Overlap()
+    if backend == "local":
+        two = one  # one process owns an embedded data dir
+    holders = [one, two] * 3
+    await asyncio.gather(*(overlap.hold(locks.user_memory(user)) for locks in holders))
+    assert (overlap.runs, overlap.most) == (6, 1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_persons_learning_does_not_block_their_turns_or_others(
+    backend: str, new_locks: OpenLocks
+) -> None:
+    locks, user = await new_locks(), name("user")
+    everyone_inside = asyncio.Barrier(3)
+
+    async def inside(lock: AbstractAsyncContextManager[None]) -> None:
+        async with lock:
+            await asyncio.wait_for(everyone_inside.wait(), WAIT)
+
+    # The person's learning, another person's learning and a turn named like the person.
+    await asyncio.gather(
+        inside(locks.user_memory(user)),
+        inside(locks.user_memory(name("user"))),
+        inside(locks.thread_turn(user)),
+    )
+
+
 @pytest.mark.parametrize("backend", ["postgres"])
 async def test_postgres_turns_exclude_across_processes(backend: str, new_locks: OpenLocks) -> None:
     one, two, thread, overlap = await new_locks(), await new_locks(), name("thread"), Overlap()

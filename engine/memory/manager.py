@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -43,6 +44,7 @@ from langgraph.store.base import BaseStore, Item, PutOp
 from pydantic import BaseModel, Field, ValidationError
 
 from engine import metrics
+from engine.locks import KeyedLocks
 from engine.memory.extract import extract_facts, is_correction
 from engine.memory.namespace import memory_namespace
 from engine.memory.records import (
@@ -168,12 +170,25 @@ def _said(thread_id: str, messages: Sequence[BaseMessage]) -> list[_Said]:
     return said
 
 
+_LEARNING_IN_PROCESS = KeyedLocks()
+
+
 class MemoryManager:
     """Turns conversation messages into memory changes for one user at a time."""
 
-    def __init__(self, store: BaseStore, model: ChatModel) -> None:
+    def __init__(
+        self,
+        store: BaseStore,
+        model: ChatModel,
+        one_at_a_time: Callable[[str], AbstractAsyncContextManager[None]] | None = None,
+    ) -> None:
         self.store = store
         self.model = model
+        # Learning reads a person's memories, plans, then writes: passes over the same
+        # person (two threads, two replicas) must not overlap, or each plans without the
+        # other's facts. `MemoryBot` passes its `Locks.user_memory`; otherwise (a workflow
+        # building a manager per task) the process-wide locks below.
+        self._one_at_a_time = one_at_a_time or _LEARNING_IN_PROCESS
 
     @property
     def uses_model(self) -> bool:
@@ -187,20 +202,23 @@ class MemoryManager:
         if not said:
             return []
         await self._keep_episodes(user_id, thread_id, said)
-        if self.uses_model:
-            try:
-                planned = await self._plan_with_model(user_id, messages, said)
-                return await self._apply(user_id, thread_id, planned, by=f"model:{self.model.name}")
-            except ModelError as err:
-                logger.warning("memory extraction fell back to rules: %s", err)
-        planned = await self._plan_with_rules(user_id, said)
-        return await self._apply(user_id, thread_id, planned, by="rules")
+        async with self._one_at_a_time(user_id):
+            if self.uses_model:
+                try:
+                    planned = await self._plan_with_model(user_id, messages, said)
+                    by = f"model:{self.model.name}"
+                    return await self._apply(user_id, thread_id, planned, by=by)
+                except ModelError as err:
+                    logger.warning("memory extraction fell back to rules: %s", err)
+            planned = await self._plan_with_rules(user_id, said)
+            return await self._apply(user_id, thread_id, planned, by="rules")
 
     async def remember(self, user_id: str, thread_id: str, text: str) -> list[Change]:
         """An explicit "remember this" (`/remember`): rules only, stored as said."""
         explicit = _Said(f"remember: {text}", now(), None, None)
-        planned = await self._plan_with_rules(user_id, [explicit])
-        return await self._apply(user_id, thread_id, planned, by="user")
+        async with self._one_at_a_time(user_id):
+            planned = await self._plan_with_rules(user_id, [explicit])
+            return await self._apply(user_id, thread_id, planned, by="user")
 
     async def _keep_episodes(self, user_id: str, thread_id: str, said: Sequence[_Said]) -> None:
         """Write the episodes the turn could not (store outage); usually all exist."""

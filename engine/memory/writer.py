@@ -6,9 +6,9 @@ pending batch and a timer: every new turn adds to the batch and restarts the tim
 the thread has been quiet for `debounce` seconds the batch is handed to `work` (at most one
 run per thread at a time; turns arriving during a run form the next batch).
 
-`flush()` runs what is pending now instead of waiting (shutdown, tests, and the bot's
-read-your-writes rule: before a user's turn, their pending batches from other threads are
-flushed so a fact told a second ago in one thread is known in the next).
+`flush()` runs what is pending now instead of waiting (shutdown, `/memories`, `/forget`,
+tests). A turn never waits for it: what was said a second ago in another thread is
+recalled from its episode (engine/memory/manager.py), not from a flushed fact.
 """
 
 from __future__ import annotations
