@@ -65,9 +65,9 @@ class Tally:
     misses: list[dict[str, Any]] = field(default_factory=list)
 
 
-
 def _score(score: float | None) -> str:
     return "by key" if score is None else f"{score:.3f}"
+
 
 def _has(text: str, needles: list[str]) -> bool:
     lowered = text.lower()
@@ -81,7 +81,10 @@ def _holds_evidence(memory: Recalled, question: dict[str, Any]) -> bool:
 def _day_forms(day: datetime) -> list[str]:
     month, short = day.strftime("%B"), day.strftime("%b")
     return [
-        f"{day.day} {short}", f"{day.day} {month}", f"{short} {day.day}", f"{month} {day.day}",
+        f"{day.day} {short}",
+        f"{day.day} {month}",
+        f"{short} {day.day}",
+        f"{month} {day.day}",
         day.strftime("%Y-%m-%d"),
     ]
 
@@ -135,7 +138,7 @@ async def run(data: dict[str, Any], personas: set[str], data_dir: Path) -> dict[
                 continue
             user = f"bench:{q['persona']}"
             recalled = await recall(bot.store, user, q["question"], limit=5)
-            reply = (await bot.chat(user_id=user, thread_id=f"ask:{q['id']}", text=q["question"]))
+            reply = await bot.chat(user_id=user, thread_id=f"ask:{q['id']}", text=q["question"])
             tally = tallies[q["type"]]
             tally.n += 1
             if q["type"] in ANSWERABLE:
@@ -155,8 +158,11 @@ async def run(data: dict[str, Any], personas: set[str], data_dir: Path) -> dict[
             if not ok:
                 tally.misses.append(
                     {
-                        "id": q["id"], "type": q["type"], "question": q["question"],
-                        "expected": q["answers"] or "I don't know", "stale": q["stale"],
+                        "id": q["id"],
+                        "type": q["type"],
+                        "question": q["question"],
+                        "expected": q["answers"] or "I don't know",
+                        "stale": q["stale"],
                         "reply": reply.text,
                         "recalled": [f"{_score(m.score)} {m.kind}: {m.text}" for m in recalled],
                     }
@@ -177,7 +183,8 @@ def report(result: dict[str, Any], *, quick: bool) -> tuple[str, bool]:
         measured = kind in ANSWERABLE
         rows.append(
             [
-                kind, t.n,
+                kind,
+                t.n,
                 ratio(t.hit1, t.ranked) if measured else None,
                 ratio(t.hit5, t.ranked) if measured else None,
                 ratio(t.correct, t.n),
@@ -193,8 +200,16 @@ def report(result: dict[str, Any], *, quick: bool) -> tuple[str, bool]:
     never = [tallies.get(k, Tally()) for k in ("abstain", "isolation")]
     lines = [
         table(
-            ["type", "questions", "recall@1", "recall@5", "accuracy", "stale stated",
-             "abstained", "leaks"],
+            [
+                "type",
+                "questions",
+                "recall@1",
+                "recall@5",
+                "accuracy",
+                "stale stated",
+                "abstained",
+                "leaks",
+            ],
             rows,
         ),
         "",
@@ -203,17 +218,29 @@ def report(result: dict[str, Any], *, quick: bool) -> tuple[str, bool]:
         "",
     ]
     checks = [
-        target("answerable accuracy (offline, end to end)",
-               ratio(sum(t.correct for t in answerable), n_ans), 0.75),
+        target(
+            "answerable accuracy (offline, end to end)",
+            ratio(sum(t.correct for t in answerable), n_ans),
+            0.75,
+        ),
         target("evidence recall@5", ratio(sum(t.hit5 for t in answerable), ranked), 0.95),
         target("evidence recall@1", ratio(sum(t.hit1 for t in answerable), ranked), 0.80),
         target("updates: newest ranked first", ratio(updates.newest_first, updates.n), 0.95),
-        target("updates: stale value stated", float(updates.stale), 0, at_least=False,
-               fmt="{:.0f}"),
-        target("never said: I don't know",
-               ratio(sum(t.abstained for t in never), sum(t.n for t in never)), 0.90),
-        target("isolation leaks", float(tallies.get("isolation", Tally()).leaks), 0,
-               at_least=False, fmt="{:.0f}"),
+        target(
+            "updates: stale value stated", float(updates.stale), 0, at_least=False, fmt="{:.0f}"
+        ),
+        target(
+            "never said: I don't know",
+            ratio(sum(t.abstained for t in never), sum(t.n for t in never)),
+            0.90,
+        ),
+        target(
+            "isolation leaks",
+            float(tallies.get("isolation", Tally()).leaks),
+            0,
+            at_least=False,
+            fmt="{:.0f}",
+        ),
     ]
     lines += [line for line, _ in checks]
     if quick:

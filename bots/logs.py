@@ -46,8 +46,9 @@ class WithholdRequestBodies(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name.startswith("slack_bolt") and "body:" in record.getMessage():
-            record.msg, record.args = "%s (request body withheld)", (
-                record.getMessage().split("(", 1)[0].strip(),
+            record.msg, record.args = (
+                "%s (request body withheld)",
+                (record.getMessage().split("(", 1)[0].strip(),),
             )
         return True
 

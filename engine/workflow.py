@@ -178,4 +178,3 @@ def build_chat_workflow(
         return entrypoint.final(value=reply, save={"messages": saved, "summary": state["summary"]})
 
     return chat
-

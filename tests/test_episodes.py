@@ -41,9 +41,7 @@ async def bot(tmp_path: Path, local_embeddings) -> AsyncIterator[MemoryBot]:
 
 
 async def test_said_in_one_thread_is_recalled_in_the_next_with_no_learning(bot) -> None:
-    await bot.chat(
-        user_id="u1", thread_id="a", text="we finally moved! we're living in Braga now"
-    )
+    await bot.chat(user_id="u1", thread_id="a", text="we finally moved! we're living in Braga now")
     # Learning has not run (the writer waits an hour): the episode alone answers.
     assert bot.writer.pending("u1") == ["a"]
     reply = await bot.chat(user_id="u1", thread_id="b", text="which city do I live in?")
@@ -56,7 +54,9 @@ async def test_said_in_one_thread_is_recalled_in_the_next_with_no_learning(bot) 
 async def test_an_answer_from_an_episode_quotes_it_with_its_date(bot) -> None:
     said = datetime(2026, 3, 12, 9, 30, tzinfo=UTC)
     await bot.chat(
-        user_id="u1", thread_id="a", at=said,
+        user_id="u1",
+        thread_id="a",
+        at=said,
         text="my son can't have peanuts, I carry an EpiPen for him",
     )
     reply = await bot.chat(user_id="u1", thread_id="b", text="what can't my son have?")
@@ -305,13 +305,16 @@ async def test_a_change_said_after_a_slot_fact_is_answered_before_it(bot) -> Non
     """Learning has not (yet) made a fact of "I started work at Kestrel": the slot says
     Paylane, but the newer message that says something changed is stated first."""
     await bot.chat(
-        user_id="u1", thread_id="a", text="I work at Paylane",
+        user_id="u1",
+        thread_id="a",
+        text="I work at Paylane",
         at=datetime.now(UTC) - timedelta(days=40),
     )
     await bot.flush_memories()
     await bot.chat(
-        user_id="u1", thread_id="b", text="big news, I started work at Kestrel Health on "
-        "monday as a senior PM",
+        user_id="u1",
+        thread_id="b",
+        text="big news, I started work at Kestrel Health on monday as a senior PM",
     )  # not flushed: only the episode knows
     reply = await bot.chat(user_id="u1", thread_id="c", text="where do I work?")
     assert "Kestrel" in reply.text and "Paylane" not in reply.text, reply.text

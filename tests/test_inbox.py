@@ -33,8 +33,14 @@ LEASE = 300.0
 
 def inbound(key: str = "k1", *, user: str = "u1", at: datetime | None = None) -> Inbound:
     return Inbound(
-        key=key, platform="test", user_id=user, thread_id="t1", text="my name is Bob",
-        message_id=key, at=at or datetime.now(UTC), route={"channel": "C1"},
+        key=key,
+        platform="test",
+        user_id=user,
+        thread_id="t1",
+        text="my name is Bob",
+        message_id=key,
+        at=at or datetime.now(UTC),
+        route={"channel": "C1"},
     )
 
 
@@ -87,8 +93,13 @@ async def test_progress_and_reply_survive_a_takeover(kind, maybe_pg, tmp_path) -
     async with backend(kind, tmp_path, maybe_pg) as inbox:
         first = inbound()
         await inbox.accept(first, lease=LEASE)
-        moved = Inbound(**{**first.__dict__, "route": {"channel": "C1", "placeholder": "P"},
-                           "reply": "Hello Bob"})
+        moved = Inbound(
+            **{
+                **first.__dict__,
+                "route": {"channel": "C1", "placeholder": "P"},
+                "reply": "Hello Bob",
+            }
+        )
         await inbox.progress(moved, lease=0.0)
         [taken] = await inbox.orphans("test", lease=LEASE)
         assert taken.route["placeholder"] == "P" and taken.reply == "Hello Bob"
@@ -117,8 +128,12 @@ async def test_a_new_process_takes_over_the_embedded_inbox_at_once(tmp_path: Pat
 
 def settings_for(slack: FakeSlack, data_dir: Path, **extra: Any) -> Settings:
     return Settings(
-        data_dir=data_dir, llm_provider="offline", slack_bot_token="xoxb-test",
-        slack_signing_secret=SECRET, slack_api_url=slack.api_url, **extra,
+        data_dir=data_dir,
+        llm_provider="offline",
+        slack_bot_token="xoxb-test",
+        slack_signing_secret=SECRET,
+        slack_api_url=slack.api_url,
+        **extra,
     )
 
 
@@ -143,9 +158,14 @@ def accepted_mention(text: str, *, at: datetime | None = None) -> Inbound:
     """What the Slack adapter records for a mention in channel C1 (its own key format)."""
     ts = fresh_ts()
     return Inbound(
-        key=message_key("T1", "C1", ts), platform="slack", user_id=user_key("T1", "U1"),
-        thread_id=thread_key("T1", "C1", ts), text=text, message_id=ts,
-        at=at or datetime.now(UTC), route={"channel": "C1", "reply_in": ts, "assistant": False},
+        key=message_key("T1", "C1", ts),
+        platform="slack",
+        user_id=user_key("T1", "U1"),
+        thread_id=thread_key("T1", "C1", ts),
+        text=text,
+        message_id=ts,
+        at=at or datetime.now(UTC),
+        route={"channel": "C1", "reply_in": ts, "assistant": False},
     )
 
 
@@ -189,8 +209,9 @@ async def test_a_message_left_by_a_dead_process_is_answered_once(
             assert posted == [] and update.args["ts"] == "1700000000.000001"
         # Slack redelivering the same message now is not answered again (sentinel: a
         # later message's answer arrives, and still only these answers were sent).
-        await slack.post_event(url, app_mention("U1", "<@UBOT> hi again", channel="C1",
-                                                ts=said.message_id))
+        await slack.post_event(
+            url, app_mention("U1", "<@UBOT> hi again", channel="C1", ts=said.message_id)
+        )
         sentinel = app_mention("U1", "<@UBOT> what is my name?", channel="C1")
         await slack.post_event(url, sentinel)
         updates = await slack.wait_for("chat.update", count=2, timeout=60)

@@ -76,7 +76,10 @@ async def test_explicit_remember_and_forget(tmp_path, local_embeddings) -> None:
         assert created == updated and created.startswith("20")
         assert item.value.pop("valid_from") <= created  # true from when it was said
         assert item.value == {
-            "text": "I'm allergic to nuts.", "kind": "fact", "source_thread": "t", "sources": []
+            "text": "I'm allergic to nuts.",
+            "kind": "fact",
+            "source_thread": "t",
+            "sources": [],
         }
         [entry] = await bot.memory_history("u.1")
         assert entry["action"] == "added" and entry["by"] == "user"

@@ -188,9 +188,7 @@ async def _groups(
     ]
 
 
-async def _cosines(
-    store: BaseStore, items: Sequence[Item]
-) -> Callable[[str, str], float] | None:
+async def _cosines(store: BaseStore, items: Sequence[Item]) -> Callable[[str, str], float] | None:
     """Pairwise cosine of the items' texts, when the store exposes its embedder."""
     embeddings = getattr(store, "embeddings", None)
     if embeddings is None:

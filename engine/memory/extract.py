@@ -70,9 +70,7 @@ _ABBREVIATIONS = frozenset(
     " fig jan feb mar apr jun jul aug sep sept oct nov dec mon tue wed thu fri sat sun".split()
 )
 _DOTTED = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")  # e.g, i.e, U.S, a.m (last dot is the match)
-_BREAK = re.compile(
-    r"(?P<end>[.!?…]+)[\"')\]]*(?=\s|$)|\n+|;|\s+(?:—|–|--?)\s+|(?<=\w)—(?=\w)"
-)
+_BREAK = re.compile(r"(?P<end>[.!?…]+)[\"')\]]*(?=\s|$)|\n+|;|\s+(?:—|–|--?)\s+|(?<=\w)—(?=\w)")
 _SUBJECT_AHEAD = (
     r"(?=(?:i|i'm|im|i've|ive|i'd|we|we're|we've|my|our|call\s+me|you\s+can\s+call\s+me"
     r"|everyone|everybody|people|most\s+people|friends|just\s+moved|just\s+started|joined"
@@ -538,8 +536,6 @@ def _build_favourite(m: re.Match[str], ctx: _Ctx) -> list[_Out] | None:
     return _one(f"My favorite {thing} is {what}", "preference", f"favourite-{slug}")
 
 
-
-
 def _build_preference(m: re.Match[str], ctx: _Ctx) -> list[_Out] | None:
     what = _cut(m["v"])
     if not what or _first_word(what) in _PRONOUN:
@@ -587,8 +583,12 @@ def _build_activity(m: re.Match[str], ctx: _Ctx) -> list[_Out] | None:
         not re.match(rf"{_NUM}\b|type\b|{_CONDITION}", value, re.I) or _HAVE_STOP.search(value)
     ):
         return None
-    if verb == "take" and re.match(r"(?:a|an|the)\s+(?:look|break|while|sec|second|minute|note|"
-                                   r"shot|stab|screenshot|step|moment|guess)\b", value, re.I):
+    if verb == "take" and re.match(
+        r"(?:a|an|the)\s+(?:look|break|while|sec|second|minute|note|"
+        r"shot|stab|screenshot|step|moment|guess)\b",
+        value,
+        re.I,
+    ):
         return None
     lead = m[0][: m.start("v") - m.start()].rstrip()
     return _one(_tidy(f"{lead} {value}"))
@@ -655,10 +655,16 @@ _RULES: tuple[_Rule, ...] = (
         _build_nickname,
     ),
     _rule(rf"^{_IAM}\s+(?P<v>[^\W\d_][\w'-]*(?:\s+[^\W\d_][\w'-]*)?)\s*(?:,.*)?$", _build_intro),
-    _rule(rf"^(?:{_IAM}|i\s+just\s+turned|i\s+turned|just\s+turned)\s+(?P<n>\d{{1,3}})"
-          r"(?:\s*(?:years?\s+old|yrs?\s+old|y/?o))?$", _build_age),
-    _rule(rf"^{_IAM}\s+(?:(?:half|part|originally)\s+)?{_NATIONALITY}"
-          rf"(?:[\s-]+{_NATIONALITY})?$", _build_nationality),
+    _rule(
+        rf"^(?:{_IAM}|i\s+just\s+turned|i\s+turned|just\s+turned)\s+(?P<n>\d{{1,3}})"
+        r"(?:\s*(?:years?\s+old|yrs?\s+old|y/?o))?$",
+        _build_age,
+    ),
+    _rule(
+        rf"^{_IAM}\s+(?:(?:half|part|originally)\s+)?{_NATIONALITY}"
+        rf"(?:[\s-]+{_NATIONALITY})?$",
+        _build_nationality,
+    ),
     # diet and health
     _rule(
         rf"^(?:{_WEARE}\s+)?(?:not|(?P<longer>no\s+longer))\s+(?:an?\s+)?{_DIET}"

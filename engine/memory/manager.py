@@ -143,8 +143,12 @@ def episode(text: str, *, thread_id: str, message_id: str, at: datetime) -> dict
     """The stored value of a user message: the one place that decides whether it is a
     question (never recalled) and whether it says something changed (ranked up)."""
     return episode_value(
-        text, thread_id=thread_id, message_id=message_id, at=at,
-        question=is_question(text), change=is_correction(text),
+        text,
+        thread_id=thread_id,
+        message_id=message_id,
+        at=at,
+        question=is_question(text),
+        change=is_correction(text),
     )
 
 
@@ -252,7 +256,8 @@ class MemoryManager:
         can't have peanuts" makes sense after "we got a puppy")."""
         own = {s.episode for s in said}
         items = await self.store.asearch(
-            memory_namespace(user_id), filter={**EPISODES_ONLY, **RECALLABLE},
+            memory_namespace(user_id),
+            filter={**EPISODES_ONLY, **RECALLABLE},
             limit=RECENT_EPISODES + len(own),
         )
         return [
@@ -302,8 +307,14 @@ class MemoryManager:
                     continue
                 action: Action = "updated" if previous is not None else "added"
                 planned[fact.key] = _Planned(
-                    action, fact.key, fact.text, fact.kind, previous,
-                    valid_from=s.at, slot=fact.slot, sources=sources,
+                    action,
+                    fact.key,
+                    fact.text,
+                    fact.kind,
+                    previous,
+                    valid_from=s.at,
+                    slot=fact.slot,
+                    sources=sources,
                 )
         return list(planned.values())
 
@@ -321,8 +332,13 @@ class MemoryManager:
                 None
                 if plan.action == "deleted"
                 else memory_value(
-                    plan.text or "", plan.kind, thread_id, previous=plan.previous,
-                    valid_from=plan.valid_from, slot=plan.slot, sources=list(plan.sources),
+                    plan.text or "",
+                    plan.kind,
+                    thread_id,
+                    previous=plan.previous,
+                    valid_from=plan.valid_from,
+                    slot=plan.slot,
+                    sources=list(plan.sources),
                 )
             )
             replaced = plan.previous.value if plan.previous is not None else None
@@ -350,9 +366,13 @@ class MemoryManager:
             logger.info("memory: %d change(s) for a user by %s", len(changes), by)
         return changes
 
-
     async def _supersede(
-        self, namespace: tuple[str, ...], replaced: dict[str, Any], plan: _Planned, *, by: str,
+        self,
+        namespace: tuple[str, ...],
+        replaced: dict[str, Any],
+        plan: _Planned,
+        *,
+        by: str,
         at: str,
     ) -> list[PutOp]:
         """The episodes the replaced fact was learnt from, marked superseded (unless the
@@ -412,8 +432,15 @@ def _resolve(
                 )
             elif text and _norm(text) != _norm(item.value.get("text", "")):
                 planned[item.key] = _Planned(
-                    "updated", item.key, text, op.kind, item, op.reason, at,
-                    item.value.get("slot"), sources,
+                    "updated",
+                    item.key,
+                    text,
+                    op.kind,
+                    item,
+                    op.reason,
+                    at,
+                    item.value.get("slot"),
+                    sources,
                 )
     return list(planned.values())
 

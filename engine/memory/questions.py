@@ -20,20 +20,35 @@ from engine.memory.extract import relation_slot
 _SLOT_QUESTIONS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (slot, re.compile(pattern))
     for slot, pattern in (
-        ("employer", r"\b(?:where|who|which\s+(?:company|firm|place))\s+(?:do|did)\s+i\s+work"
-                     r"(?:\s+(?:for|at))?\b|\bwho(?:'s|\s+is)\s+my\s+employer\b|"
-                     r"\bwhere\s+am\s+i\s+working\b|\bwhat\s+company\b.*\bi\s+work"),
-        ("job", r"\bwhat\s+(?:do|did)\s+i\s+do\s+(?:for\s+(?:work|a\s+living|money)|now)\b|"
-                r"\bwhat(?:'s|\s+is)\s+my\s+(?:job|profession|occupation|trade|line\s+of\s+work)\b|"
-                r"\bwhat\s+(?:do|did)\s+i\s+work\s+as\b|\bwhat\s+(?:job|kind\s+of\s+work)\s+do\s+i\b"),
-        ("home", r"\bwhere\s+(?:do|did)\s+(?:i|we)\s+live\b|\bwhere\s+(?:am\s+i|are\s+we)\s+"
-                 r"(?:living|based|staying)\b|\b(?:what|which)\s+(?:city|town|country|place)\s+"
-                 r"(?:do|am|are)\s+(?:i|we)\s+(?:live|living|based|in)\b|\bwhere(?:'s|\s+is)\s+"
-                 r"(?:my|our)\s+home\b"),
-        ("hometown", r"\bwhere\s+(?:am|was)\s+i\s+(?:from|born|raised)\b|"
-                     r"\bwhere\s+did\s+i\s+grow\s+up\b|\bwhat(?:'s|\s+is)\s+my\s+hometown\b"),
-        ("nickname", r"\bwhat(?:'s|\s+is)\s+my\s+nickname\b|\bwhat\s+do\s+(?:people|my\s+\w+|"
-                     r"they|friends|everyone)\s+call\s+me\b|\bwhat\s+should\s+you\s+call\s+me\b"),
+        (
+            "employer",
+            r"\b(?:where|who|which\s+(?:company|firm|place))\s+(?:do|did)\s+i\s+work"
+            r"(?:\s+(?:for|at))?\b|\bwho(?:'s|\s+is)\s+my\s+employer\b|"
+            r"\bwhere\s+am\s+i\s+working\b|\bwhat\s+company\b.*\bi\s+work",
+        ),
+        (
+            "job",
+            r"\bwhat\s+(?:do|did)\s+i\s+do\s+(?:for\s+(?:work|a\s+living|money)|now)\b|"
+            r"\bwhat(?:'s|\s+is)\s+my\s+(?:job|profession|occupation|trade|line\s+of\s+work)\b|"
+            r"\bwhat\s+(?:do|did)\s+i\s+work\s+as\b|\bwhat\s+(?:job|kind\s+of\s+work)\s+do\s+i\b",
+        ),
+        (
+            "home",
+            r"\bwhere\s+(?:do|did)\s+(?:i|we)\s+live\b|\bwhere\s+(?:am\s+i|are\s+we)\s+"
+            r"(?:living|based|staying)\b|\b(?:what|which)\s+(?:city|town|country|place)\s+"
+            r"(?:do|am|are)\s+(?:i|we)\s+(?:live|living|based|in)\b|\bwhere(?:'s|\s+is)\s+"
+            r"(?:my|our)\s+home\b",
+        ),
+        (
+            "hometown",
+            r"\bwhere\s+(?:am|was)\s+i\s+(?:from|born|raised)\b|"
+            r"\bwhere\s+did\s+i\s+grow\s+up\b|\bwhat(?:'s|\s+is)\s+my\s+hometown\b",
+        ),
+        (
+            "nickname",
+            r"\bwhat(?:'s|\s+is)\s+my\s+nickname\b|\bwhat\s+do\s+(?:people|my\s+\w+|"
+            r"they|friends|everyone)\s+call\s+me\b|\bwhat\s+should\s+you\s+call\s+me\b",
+        ),
         ("name", r"\bwhat(?:'s|\s+is)\s+my\s+(?:full\s+|real\s+)?name\b|\bwho\s+am\s+i\b"),
         ("age", r"\bhow\s+old\s+am\s+i\b|\bwhat(?:'s|\s+is)\s+my\s+age\b"),
         ("birthday", r"\bwhen(?:'s|\s+is)\s+my\s+(?:own\s+)?birthday\b"),

@@ -91,9 +91,7 @@ async def recall(store: BaseStore, user_id: str, query: str, *, limit: int) -> l
     return [*slotted, *(r for r in found if r.key not in keys)][:limit]
 
 
-async def _slot_facts(
-    store: BaseStore, namespace: tuple[str, ...], query: str
-) -> list[Recalled]:
+async def _slot_facts(store: BaseStore, namespace: tuple[str, ...], query: str) -> list[Recalled]:
     """The facts a question asks for by subject ("what's my job?" -> the job slot), read by
     key (engine/memory/questions.py): first, whatever a similarity search ranks."""
     slots = asked_slots(query)

@@ -137,7 +137,10 @@ def hybrid_request(
     # `model_construct`: the vector was checked by the store's plans already; validating
     # its 384 floats again against every member of the query union cost ~0.8 ms a search.
     dense = models.Prefetch.model_construct(
-        query=[vector], using=VECTOR_NAME, filter=query_filter, limit=candidates,
+        query=[vector],
+        using=VECTOR_NAME,
+        filter=query_filter,
+        limit=candidates,
         params=search_params,
     )
     prefetch = [dense]
@@ -224,6 +227,11 @@ class HybridSearchMixin:
             )
         params = cast(QdrantIndexConfig, self.index_config).get("search_params")
         return hybrid_request(
-            config, op.query, vector, query_filter,
-            limit=limit, with_payload=with_payload, search_params=params,
+            config,
+            op.query,
+            vector,
+            query_filter,
+            limit=limit,
+            with_payload=with_payload,
+            search_params=params,
         )
