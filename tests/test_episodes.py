@@ -318,3 +318,43 @@ async def test_a_change_said_after_a_slot_fact_is_answered_before_it(bot) -> Non
     )  # not flushed: only the episode knows
     reply = await bot.chat(user_id="u1", thread_id="c", text="where do I work?")
     assert "Kestrel" in reply.text and "Paylane" not in reply.text, reply.text
+
+
+async def test_an_acknowledgement_is_kept_but_never_recalled(bot) -> None:
+    """ "perfect" or "grand" after an answer says nothing about the person; recalled, it
+    outranked real messages for short questions ("what's my job?" -> "grand")."""
+    await bot.chat(user_id="u1", thread_id="a", text="I drive an ambulance, twelve hour shifts")
+    await bot.chat(user_id="u1", thread_id="a", text="grand")
+    await bot.chat(user_id="u1", thread_id="a", text="I'm vegan")  # two words, but a fact
+    kept = {e.value["text"]: e.value.get("recall") for e in await bot.episodes("u1")}
+    assert set(kept) == {"I drive an ambulance, twelve hour shifts", "grand", "I'm vegan"}
+    assert kept["grand"] == "never" and kept["I'm vegan"] is None
+    recalled = await recall(bot.store, "u1", "grand", limit=5)
+    assert "grand" not in [m.text for m in recalled]
+
+
+@pytest.mark.parametrize(
+    ("said", "question", "answer"),
+    [
+        # A pet named by its breed, not by "dog"/"cat".
+        ("took the beagle to the vet, Biscuit hates it there", "what's my dog called?", "Biscuit"),
+        (
+            "the tabby knocked my coffee over again, Mochi has no shame",
+            "what's my cat's name?",
+            "Mochi",
+        ),
+        # A grandchild is no son or daughter.
+        ("my grandson Tomas starts school in september", "what's my grandson's name?", "Tomas"),
+    ],
+)
+async def test_a_relation_said_in_other_words_is_recognised(bot, said, question, answer) -> None:
+    await bot.chat(user_id="u1", thread_id="a", text=said)
+    reply = await bot.chat(user_id="u1", thread_id="b", text=question)
+    assert answer in reply.text, reply.text
+
+
+async def test_an_in_law_is_not_the_sibling(bot) -> None:
+    await bot.chat(user_id="u1", thread_id="a", text="my sister Ana is flying in on friday")
+    await bot.flush_memories()
+    reply = await bot.chat(user_id="u1", thread_id="b", text="what's my sister-in-law's name?")
+    assert DONT_KNOW in reply.text and "Ana" not in reply.text, reply.text

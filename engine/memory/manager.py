@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -149,7 +150,18 @@ def episode(text: str, *, thread_id: str, message_id: str, at: datetime) -> dict
         at=at,
         question=is_question(text),
         change=is_correction(text),
+        says_little=says_little(text),
     )
+
+
+# Fewer words than this, and no fact the rules can read in them: an acknowledgement
+# ("perfect", "grand", "ok thanks") that only ever answers a question by accident.
+_FEW_WORDS = 3
+
+
+def says_little(text: str) -> bool:
+    words = re.findall(r"[^\W_]+", text)
+    return len(words) < _FEW_WORDS and not extract_facts(text)
 
 
 @dataclass(frozen=True)

@@ -131,15 +131,18 @@ def episode_value(
     at: datetime,
     question: bool,
     change: bool = False,
+    says_little: bool = False,
 ) -> dict[str, Any]:
     """`change`: the message says something changed ("we moved", "I'm a nurse now"); recall
-    ranks such a statement above the older one it replaces (engine/store/factory.py)."""
+    ranks such a statement above the older one it replaces (engine/store/factory.py).
+    `says_little`: a reply such as "perfect" or "grand": kept (the person said it, it is
+    theirs to see and export) but never recalled, as a question is not."""
     written = now()
     return {
         "text": text,
         "kind": QUESTION if question else EPISODE,
         "memory_type": EPISODE,
-        **({"recall": NEVER} if question else {}),
+        **({"recall": NEVER} if question or says_little else {}),
         **({"change": "yes"} if change and not question else {}),
         "source_thread": thread_id,
         "message_id": message_id,

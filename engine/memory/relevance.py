@@ -38,7 +38,37 @@ _RELATIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("family", "father"): ("father", "dad", "papa", "daddy"),
     ("family", "son"): ("son", "sons"),
     ("family", "daughter"): ("daughter", "daughters"),
-    ("family", "grandparent"): ("grandma", "grandpa", "grandmother", "grandfather", "granny"),
+    ("family", "grandparent"): (
+        "grandma",
+        "grandpa",
+        "grandmother",
+        "grandfather",
+        "granny",
+        "grandparents",
+        "nan",
+        "nana",
+        "gran",
+    ),
+    ("family", "grandchild"): (
+        "grandson",
+        "granddaughter",
+        "grandchild",
+        "grandchildren",
+        "grandkid",
+        "grandkids",
+        "grandsons",
+        "granddaughters",
+    ),
+    ("family", "in-law"): (
+        "mother-in-law",
+        "father-in-law",
+        "sister-in-law",
+        "brother-in-law",
+        "in-laws",
+        "son-in-law",
+        "daughter-in-law",
+    ),
+    ("family", "stepchild"): ("stepson", "stepdaughter", "stepkid", "stepkids"),
     ("family", "aunt"): ("aunt", "auntie"),
     ("family", "uncle"): ("uncle",),
     ("family", "cousin"): ("cousin", "cousins"),
@@ -51,12 +81,68 @@ _RELATIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("partner", "fiance"): ("fiance", "fiancé", "fiancee", "fiancée"),
     ("work", "boss"): ("boss", "manager"),
     ("home", "roommate"): ("roommate", "flatmate", "housemate"),
-    ("pet", "dog"): ("dog", "dogs", "puppy", "pup"),
-    ("pet", "cat"): ("cat", "cats", "kitten", "kitty"),
+    # People name a pet by its breed as often as by "dog": "the greyhound", "our lab".
+    ("pet", "dog"): (
+        "dog",
+        "dogs",
+        "puppy",
+        "pup",
+        "doggo",
+        "greyhound",
+        "whippet",
+        "lurcher",
+        "labrador",
+        "retriever",
+        "goldendoodle",
+        "labradoodle",
+        "cockapoo",
+        "poodle",
+        "terrier",
+        "spaniel",
+        "beagle",
+        "chihuahua",
+        "dachshund",
+        "sausage dog",
+        "husky",
+        "collie",
+        "sheepdog",
+        "german shepherd",
+        "pug",
+        "bulldog",
+        "frenchie",
+        "corgi",
+        "rottweiler",
+        "doberman",
+        "schnauzer",
+        "shih tzu",
+        "pomeranian",
+        "dalmatian",
+        "vizsla",
+        "weimaraner",
+        "mutt",
+    ),
+    ("pet", "cat"): (
+        "cat",
+        "cats",
+        "kitten",
+        "kitty",
+        "tabby",
+        "siamese",
+        "ragdoll",
+        "maine coon",
+        "sphynx",
+        "moggy",
+        "tomcat",
+    ),
     ("pet", "rabbit"): ("rabbit", "bunny"),
     ("pet", "horse"): ("horse", "pony"),
-    ("pet", "bird"): ("bird", "parrot", "budgie"),
+    ("pet", "bird"): ("bird", "parrot", "budgie", "cockatiel", "canary"),
     ("pet", "fish"): ("goldfish",),
+    ("pet", "hedgehog"): ("hedgehog",),
+    ("pet", "hamster"): ("hamster", "gerbil"),
+    ("pet", "guinea pig"): ("guinea pig", "guinea pigs", "cavy"),
+    ("pet", "reptile"): ("tortoise", "turtle", "lizard", "gecko", "snake", "axolotl"),
+    ("pet", "ferret"): ("ferret",),
 }
 # Words that name a whole category (my kids = my son or daughter; a partner = any).
 _UMBRELLAS: dict[str, str] = {
@@ -64,6 +150,11 @@ _UMBRELLAS: dict[str, str] = {
     "kids": "family",
     "child": "family",
     "children": "family",
+    "twins": "family",
+    "youngest": "family",
+    "eldest": "family",
+    "oldest": "family",
+    "baby": "family",
     "partner": "partner",
     "spouse": "partner",
     "pet": "pet",
@@ -73,6 +164,16 @@ _GROUPS: dict[str, tuple[str, str]] = {
     word: relation for relation, words in _RELATIONS.items() for word in words
 }
 
+# Every relation word, longest first so "sister-in-law" is not read as "sister" and
+# "sausage dog" is one word; a possessive or plural "s" may follow.
+_RELATION_WORDS = re.compile(
+    r"(?<![\w-])("
+    + "|".join(
+        re.escape(w).replace(r"\ ", r"\s+")
+        for w in sorted([*_GROUPS, *_UMBRELLAS], key=len, reverse=True)
+    )
+    + r")(?:['’]s|s['’]|['’])?(?![\w-])"
+)
 _WORD = re.compile(r"[^\W\d_]+(?:['’][a-z]+)?", re.IGNORECASE)
 # The thing asked about after a possessive: "my brother's NAME", "our dog's BREED".
 _OWNED = re.compile(r"\b(?:my|our)\s+(?:(\w+)(?:'s|’s|s')\s+)?(\w+)", re.IGNORECASE)
@@ -89,11 +190,11 @@ def _relations(text: str) -> tuple[set[tuple[str, str]], set[str]]:
     """The specific relations a text names, and the categories it names wholesale."""
     found: set[tuple[str, str]] = set()
     umbrellas: set[str] = set()
-    for word in _WORD.findall(text.lower()):
-        word = re.sub(r"['’]s$", "", word)
+    for match in _RELATION_WORDS.finditer(text.lower()):
+        word = re.sub(r"\s+", " ", match.group(1))
         if word in _GROUPS:
             found.add(_GROUPS[word])
-        elif word in _UMBRELLAS:
+        else:
             umbrellas.add(_UMBRELLAS[word])
     return found, umbrellas
 
