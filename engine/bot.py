@@ -16,15 +16,15 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
-from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore, Item
 
@@ -41,6 +41,7 @@ from engine.memory.outbox import Outbox, Pending, open_outbox
 from engine.memory.records import EPISODES_ONLY, FACTS_ONLY, history_namespace, memory_history
 from engine.memory.writer import Batch, DebouncedWriter
 from engine.models import ChatModel, make_chat_model
+from engine.reply import Reply, ReplyStream
 from engine.settings import Settings
 from engine.store.erase import adelete_namespace
 from engine.store.factory import open_store
@@ -65,15 +66,6 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task  # where `entrypoint.final(save=...)` is checkpointed
-
-
-@dataclass(frozen=True)
-class Reply:
-    text: str
-    model: str
-    offline: bool
-    error: bool = False
-    refused: bool = False  # turned away unread (empty, too long); `error` is set too
 
 
 class MemoryBot:
@@ -179,7 +171,6 @@ class MemoryBot:
 
     # -- conversation ----------------------------------------------------------------
 
-    @metrics.measure_chat
     async def chat(
         self,
         *,
@@ -189,37 +180,90 @@ class MemoryBot:
         message_id: str | None = None,
         at: datetime | None = None,
     ) -> Reply:
-        """Answer one message. `message_id` (the platform's) makes its episode idempotent
-        under redelivery; `at` is when it was sent (now if not given)."""
+        """Answer one message, whole. `message_id` (the platform's) makes its episode
+        idempotent under redelivery; `at` is when it was sent (now if not given)."""
+        stream = self.stream(
+            user_id=user_id, thread_id=thread_id, text=text, message_id=message_id, at=at
+        )
+        async with stream:
+            async for _ in stream:
+                pass
+        return stream.reply
+
+    def stream(
+        self,
+        *,
+        user_id: str,
+        thread_id: str,
+        text: str,
+        message_id: str | None = None,
+        at: datetime | None = None,
+    ) -> ReplyStream:
+        """Answer one message as the model writes it (see `ReplyStream`); the same turn
+        as `chat`. The thread's turn is held until the stream ends or is closed."""
+        return ReplyStream(self._replying(user_id, thread_id, text, message_id, at))
+
+    async def _replying(
+        self,
+        user_id: str,
+        thread_id: str,
+        text: str,
+        message_id: str | None,
+        at: datetime | None,
+    ) -> AsyncGenerator[str | Reply, None]:
+        """The turn: pieces of the answer's text, then the `Reply`."""
+        started = time.perf_counter()
         thread_id = storable_id(thread_id)
         text = clean_text(text or "").strip()
-        if not text:
-            return self._notice("I didn't get any text. Send me a message and I'll answer.")
         limit = self.settings.max_message_chars
-        if len(text) > limit:
-            return self._notice(
+        if not text:
+            notice = self._notice("I didn't get any text. Send me a message and I'll answer.")
+        elif len(text) > limit:
+            notice = self._notice(
                 f"That message is {len(text):,} characters long; I can read up to {limit:,}. "
                 "Please shorten it or split it into parts."
             )
+        else:
+            notice = None
+        if notice is not None:
+            metrics.count_reply(notice, started)
+            yield notice
+            return
         config: dict[str, Any] = {"configurable": {"thread_id": thread_id, "user_id": user_id}}
         # The episode's key derives from the message id: one per message, even redelivered.
         message_id = message_id or uuid.uuid4().hex
         sent = (at if at.tzinfo else at.replace(tzinfo=UTC)) if at else datetime.now(UTC)
         turn: dict[str, Any] = {"text": text, "message_id": message_id, "at": sent.isoformat()}
+        message: AIMessage | None = None
+        streamed = False
         try:
             async with self._turn(thread_id):
                 # One checkpoint write at the end of the turn instead of one per step: a
                 # turn cut short leaves no trace either way (it is absent, not half there).
-                message = await self.workflow.ainvoke(turn, config, durability="exit")
+                async for mode, data in self.workflow.astream(
+                    turn, config, durability="exit", stream_mode=["custom", "values"]
+                ):
+                    if mode == "custom" and isinstance(data, str) and data:
+                        if not streamed:
+                            metrics.first_text(started)
+                            streamed = True
+                        yield data
+                    elif mode == "values" and isinstance(data, AIMessage):
+                        message = data
+            if message is None:
+                raise RuntimeError("the turn ended without an answer")
         except Exception as err:
             # The conversation store (or its lock) is unreachable: nothing was answered and
             # nothing saved, so say so plainly instead of answering without the thread.
             logger.error(
                 "turn failed for thread %s: %s", thread_id, type(err).__name__, exc_info=True
             )
-            return Reply(
+            failed = Reply(
                 text=STORAGE_APOLOGY, model=self.model.name, offline=self.model.offline, error=True
             )
+            metrics.count_reply(failed, started)
+            yield failed
+            return
         said: list[BaseMessage] = [
             HumanMessage(text, id=message_id, additional_kwargs={"at": sent.isoformat()})
         ]
@@ -227,12 +271,14 @@ class MemoryBot:
             said.append(message)
         await self._learn_later(Pending(user_id, thread_id, said))
         metadata = message.response_metadata
-        return Reply(
+        reply = Reply(
             text=str(message.content),
             model=metadata.get("model", self.model.name),
             offline=bool(metadata.get("offline", self.model.offline)),
             error=bool(metadata.get("error", False)),
         )
+        metrics.count_reply(reply, started)
+        yield reply
 
     async def _learn_later(self, pending: Pending) -> None:
         """Hand a turn's messages to the debounced writer; once it has closed (a turn

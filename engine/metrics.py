@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from typing import Literal, ParamSpec, Protocol, TypeVar
 
@@ -31,15 +32,23 @@ _STORE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.
 
 MESSAGES = Counter(
     "membot_messages_total",
-    "Messages handled by MemoryBot.chat, by outcome: ok (answered), error (model or "
+    "Messages handled by MemoryBot (chat or stream), by outcome: ok (answered), error (model or "
     "engine failure; the user got an apology), refused (empty or over-long message).",
     ["outcome"],
     registry=REGISTRY,
 )
 REPLY_SECONDS = Histogram(
     "membot_reply_seconds",
-    "MemoryBot.chat end to end for answered turns (ok and error), including the wait for "
-    "the thread's turn lock, recall and the model.",
+    "MemoryBot turns end to end (to the last piece of a streamed answer) for answered "
+    "turns (ok and error), including the wait for the thread's turn lock, recall and the "
+    "model.",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+FIRST_TEXT_SECONDS = Histogram(
+    "membot_first_text_seconds",
+    "From a message to the first piece of its streamed answer (what a person waits for "
+    "before text appears), including the turn lock and recall.",
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
@@ -101,29 +110,21 @@ class _Reply(Protocol):
 
 P = ParamSpec("P")
 R = TypeVar("R")
-ReplyT = TypeVar("ReplyT", bound=_Reply)
 
 
-def measure_chat(method: Callable[P, Awaitable[ReplyT]]) -> Callable[P, Awaitable[ReplyT]]:
-    """Decorator for `MemoryBot.chat`: counts every message by outcome (from the returned
-    `Reply`: refused, error or ok; an exception is an error) and times the answered ones.
-    A cancelled turn (shutdown) is not counted."""
+def count_reply(reply: _Reply, started: float) -> None:
+    """One finished turn of `MemoryBot` (`started`: its `time.perf_counter()`), counted by
+    outcome (refused, error or ok) and timed when answered. A turn cancelled or closed
+    before its end (shutdown, an abandoned stream) is not counted."""
+    if reply.refused:
+        MESSAGES.labels("refused").inc()
+    else:
+        _record_turn("error" if reply.error else "ok", started)
 
-    @wraps(method)
-    async def measured(*args: P.args, **kwargs: P.kwargs) -> ReplyT:
-        started = time.perf_counter()
-        try:
-            reply = await method(*args, **kwargs)
-        except Exception:
-            _record_turn("error", started)
-            raise
-        if reply.refused:
-            MESSAGES.labels("refused").inc()
-        else:
-            _record_turn("error" if reply.error else "ok", started)
-        return reply
 
-    return measured
+def first_text(started: float) -> None:
+    """The first piece of a streamed answer reached the caller."""
+    FIRST_TEXT_SECONDS.observe(time.perf_counter() - started)
 
 
 def _record_turn(outcome: Outcome, started: float) -> None:
@@ -131,26 +132,33 @@ def _record_turn(outcome: Outcome, started: float) -> None:
     REPLY_SECONDS.observe(time.perf_counter() - started)
 
 
+@contextmanager
+def llm_call(provider: str | None, purpose: Purpose) -> Iterator[None]:
+    """Times one model call (a whole stream, for a streamed answer) and counts its failure
+    by the exception's `error_type` (a `ModelError`'s), or its class name. Cancellation
+    (a closed stream, a shutdown) is neither."""
+    label = label_value(provider)
+    started = time.perf_counter()
+    try:
+        yield
+    except Exception as err:
+        LLM_SECONDS.labels(label, purpose).observe(time.perf_counter() - started)
+        LLM_ERRORS.labels(label, _error_type(err)).inc()
+        raise
+    LLM_SECONDS.labels(label, purpose).observe(time.perf_counter() - started)
+
+
 def measure_llm(
     purpose: Purpose,
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
-    """Decorator for a provider's model-calling method (its instance has `provider`): times
-    every call and counts failures by the exception's `error_type` (a `ModelError`'s), or
-    its class name. Cancellation is neither."""
+    """Decorator for a provider's model-calling coroutine (its instance has `provider`):
+    `llm_call` around each call."""
 
     def decorate(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         @wraps(method)
         async def measured(*args: P.args, **kwargs: P.kwargs) -> R:
-            provider = label_value(getattr(args[0], "provider", None))
-            started = time.perf_counter()
-            try:
-                result = await method(*args, **kwargs)
-            except Exception as err:
-                LLM_SECONDS.labels(provider, purpose).observe(time.perf_counter() - started)
-                LLM_ERRORS.labels(provider, _error_type(err)).inc()
-                raise
-            LLM_SECONDS.labels(provider, purpose).observe(time.perf_counter() - started)
-            return result
+            with llm_call(getattr(args[0], "provider", None), purpose):
+                return await method(*args, **kwargs)
 
         return measured
 

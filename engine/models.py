@@ -1,45 +1,54 @@
-"""Chat models behind one small interface: Anthropic, OpenAI, and an offline stand-in.
+"""Chat models behind one small interface: Anthropic and OpenAI through LangChain's chat
+models, and an offline stand-in that is a LangChain chat model too.
 
-The workflow builds a `Prompt` (system prompt with the recalled memories rendered in, plus the
-recent conversation) and awaits `ChatModel.ainvoke`. Each vendor's rules stay in here (roles
-must alternate for Anthropic; parameter names; error classes), and every provider failure comes
-out as one `ModelError`, so callers handle "the model is unavailable" in one place and can log
-it without leaking a key.
+The workflow builds a `Prompt` (system prompt with the recalled memories rendered in, plus
+the recent conversation) and streams the answer (`astream`: the text as the model writes
+it) or awaits it whole (`ainvoke`). LangChain's `ChatAnthropic` / `ChatOpenAI` do the vendor
+work: request shapes, streaming, tool calls, the SDKs' retries. What stays here is ours:
+the conversation made valid for every vendor (roles alternate, the user speaks first),
+one `ModelError` for every provider failure whose text never holds a key, the answer's
+metadata (`model`, `offline`) and the model-call metrics.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from functools import reduce
+from typing import Any, Literal, Protocol, runtime_checkable
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+)
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 from engine.memory.recall import Recalled
 from engine.memory.relevance import DEFAULT_MIN_SCORE
-from engine.metrics import measure_llm
+from engine.metrics import llm_call, measure_llm
 from engine.offline import offline_reply, to_second_person
 from engine.settings import Settings
-
-if TYPE_CHECKING:
-    import anthropic
-    import openai
-
-# The vendor SDKs are imported where they are used: together they take seconds to import,
-# which the offline default (and every console start) should not pay.
 
 __all__ = [
     "AnthropicChat",
     "ChatModel",
     "ModelError",
     "OfflineChat",
+    "OfflineChatModel",
     "OpenAIChat",
     "Prompt",
     "Tool",
     "ToolCallingModel",
+    "answer_message",
     "make_chat_model",
+    "message_text",
     "sdk_error",
     "to_second_person",
 ]
@@ -98,7 +107,13 @@ class ChatModel(Protocol):
     name: str  # "anthropic:<model>", "openai:<model>", "offline"
     offline: bool
 
+    def astream(self, prompt: Prompt) -> AsyncIterator[AIMessageChunk]:
+        """The answer as the model writes it; `answer_message` joins the chunks."""
+        ...
+
     async def ainvoke(self, prompt: Prompt) -> AIMessage: ...
+
+    async def aclose(self) -> None: ...
 
 
 @runtime_checkable
@@ -109,6 +124,21 @@ class ToolCallingModel(ChatModel, Protocol):
         """The arguments the model passed to `tool`; `ModelError` if it failed or did not
         call it with a JSON object."""
         ...
+
+
+def answer_message(model: ChatModel, chunks: Sequence[AIMessageChunk]) -> AIMessage:
+    """The whole answer from its streamed chunks, labelled with the model that wrote it."""
+    if not chunks:
+        labels = {"model": model.name, "offline": model.offline}
+        return AIMessage(content="", response_metadata=labels)
+    whole = reduce(lambda a, b: a + b, chunks)
+    metadata = {} if model.offline else dict(whole.response_metadata)
+    return AIMessage(
+        content=message_text(whole),
+        id=whole.id,
+        response_metadata={**metadata, "model": model.name, "offline": model.offline},
+        usage_metadata=whole.usage_metadata,
+    )
 
 
 def _bad_tool_call(name: str, provider: str, why: str) -> ModelError:
@@ -127,46 +157,64 @@ def _token(value: object) -> str | None:
     return _UNSAFE.sub("", str(value))[:64] or None
 
 
-def _error_type(err: anthropic.APIStatusError | openai.APIStatusError) -> str | None:
+def _error_type(err: Any) -> str | None:
     kind = getattr(err, "type", None)  # newer SDKs parse it; older ones only keep the body
-    body = err.body
+    body = getattr(err, "body", None)
     if kind is None and isinstance(body, dict):
         inner = body.get("error", body)
         kind = inner.get("type") if isinstance(inner, dict) else None
     return _token(kind)
 
 
-def sdk_error(name: str, err: Exception, *, timeout: float) -> ModelError:
-    """Translate an `anthropic` or `openai` SDK exception into a loggable `ModelError`.
+def _sdk_classes(name: str) -> tuple[type[BaseException], ...]:
+    """`name` (e.g. "APITimeoutError") of each vendor SDK already imported. An error from a
+    vendor means its SDK is loaded, so nothing is imported here: importing `anthropic` on
+    the event loop at the first error froze it for ~1.7 s."""
+    modules = (sys.modules.get("anthropic"), sys.modules.get("openai"))
+    found = (getattr(m, name, None) for m in modules if m is not None)
+    return tuple(c for c in found if isinstance(c, type))
 
-    `name` prefixes the message ("anthropic:claude-…"); its part before ":" is the provider.
-    """
-    import anthropic
-    import openai
 
+def _vendor_errors() -> tuple[type[BaseException], ...]:
+    """Every exception a vendor SDK raises (LangChain's own subclass them)."""
+    return _sdk_classes("AnthropicError") + _sdk_classes("OpenAIError")
+
+
+def sdk_error(name: str, err: BaseException, *, timeout: float) -> ModelError:
+    """Translate an `anthropic` or `openai` SDK exception (or LangChain's subclass of one)
+    into a loggable `ModelError`. `name` prefixes the message ("anthropic:claude-…"); its
+    part before ":" is the provider."""
     provider = name.split(":", 1)[0]
-    if isinstance(err, anthropic.APITimeoutError | openai.APITimeoutError):
+    if isinstance(err, _sdk_classes("APITimeoutError")):
         message = f"{name}: no response within {timeout:g}s"
         return ModelError(message, provider=provider, error_type="timeout")
-    if isinstance(err, anthropic.APIStatusError | openai.APIStatusError):
+    if isinstance(err, _sdk_classes("APIStatusError")):
+        status = getattr(err, "status_code", None)
         kind = _error_type(err) or "unknown_error"
         request_id = _token(getattr(err, "request_id", None))
-        message = f"{name}: HTTP {err.status_code} {kind}"
+        message = f"{name}: HTTP {status} {kind}"
         if request_id:
             message += f" (request id {request_id})"
-        return ModelError(message, provider=provider, status_code=err.status_code, error_type=kind)
-    if isinstance(err, anthropic.APIConnectionError | openai.APIConnectionError):
-        cause = type(err.__cause__).__name__ if err.__cause__ else "unknown cause"
+        return ModelError(message, provider=provider, status_code=status, error_type=kind)
+    if isinstance(err, _sdk_classes("APIConnectionError")):
+        cause = err.__cause__
+        while isinstance(cause, _sdk_classes("APIConnectionError")):  # LangChain re-raises
+            cause = cause.__cause__
+        why = type(cause).__name__ if cause else "unknown cause"
         return ModelError(
-            f"{name}: connection failed ({cause})", provider=provider, error_type="connection"
+            f"{name}: connection failed ({why})", provider=provider, error_type="connection"
         )
-    if isinstance(err, anthropic.APIResponseValidationError | openai.APIResponseValidationError):
+    if isinstance(err, _sdk_classes("APIResponseValidationError")):
+        status = getattr(err, "status_code", None)
         return ModelError(
-            f"{name}: unexpected response (HTTP {err.status_code})",
+            f"{name}: unexpected response (HTTP {status})",
             provider=provider,
-            status_code=err.status_code,
+            status_code=status,
             error_type="invalid_response",
         )
+    if isinstance(err, _sdk_classes("APIError")):  # an error event inside a stream
+        kind = _error_type(err) or "stream_error"
+        return ModelError(f"{name}: {kind} while streaming", provider=provider, error_type=kind)
     return ModelError(f"{name}: {type(err).__name__}", provider=provider)
 
 
@@ -192,243 +240,224 @@ def message_text(message: BaseMessage) -> str:
 
 
 def _turns(messages: Sequence[BaseMessage]) -> list[tuple[Literal["user", "assistant"], str]]:
-    """(role, text) for the non-empty human and AI messages; others (system, tool) are dropped,
-    the system prompt travels separately."""
+    """(role, text) of the conversation as every vendor accepts it: non-empty human and AI
+    messages only (the system prompt travels apart), runs of one role merged (a person may
+    send several messages in a row), no leading bot turn (a greeting left at the start of
+    the history window), since Anthropic wants the user first and roles alternating."""
     turns: list[tuple[Literal["user", "assistant"], str]] = []
     for message in messages:
         text = message_text(message).strip()
-        if not text:
+        if not text or not isinstance(message, HumanMessage | AIMessage):
             continue
-        if isinstance(message, HumanMessage):
-            turns.append(("user", text))
-        elif isinstance(message, AIMessage):
-            turns.append(("assistant", text))
+        role: Literal["user", "assistant"] = (
+            "user" if isinstance(message, HumanMessage) else "assistant"
+        )
+        if not turns and role == "assistant":
+            continue
+        if turns and turns[-1][0] == role:
+            turns[-1] = (role, turns[-1][1] + "\n\n" + text)
+        else:
+            turns.append((role, text))
     return turns
 
 
-def _anthropic_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
-    """The Messages API wants user/assistant turns alternating, starting with the user: merge
-    runs of one role (a user may send several messages in a row) and drop a leading bot turn
-    (e.g. a greeting left at the start of the history window)."""
-    out: list[dict[str, str]] = []
-    for role, text in _turns(messages):
-        if not out and role == "assistant":
-            continue
-        if out and out[-1]["role"] == role:
-            out[-1]["content"] += "\n\n" + text
-        else:
-            out.append({"role": role, "content": text})
-    return out
-
-
-def _no_user_message() -> ValueError:
-    return ValueError("the prompt has no non-empty user message to answer")
+def _as_messages(prompt: Prompt) -> list[BaseMessage]:
+    turns = _turns(prompt.messages)
+    if not any(role == "user" for role, _ in turns):
+        raise ValueError("the prompt has no non-empty user message to answer")
+    messages: list[BaseMessage] = []
+    if prompt.system.strip():
+        messages.append(SystemMessage(prompt.system))
+    for role, text in turns:
+        messages.append(HumanMessage(text) if role == "user" else AIMessage(text))
+    return messages
 
 
 # -- providers -----------------------------------------------------------------------------
 
 
-class AnthropicChat:
-    """Claude through the Messages API (non-streaming).
-
-    `llm_timeout_seconds` bounds each HTTP attempt; the SDK retries connection errors, 408,
-    409, 429 and 5xx/529 `max_retries` times with backoff (or the server's retry-after).
-    """
+class _VendorChat:
+    """A LangChain chat model of a vendor behind our interface. The SDK under it bounds
+    each HTTP attempt by `llm_timeout_seconds` and retries connection errors, 408, 409,
+    429 and 5xx/529 `max_retries` times with backoff (or the server's retry-after)."""
 
     offline = False
+    provider: str
+
+    def __init__(self, chat: BaseChatModel, *, name: str, timeout: float) -> None:
+        self.name = name
+        self._chat = chat
+        self._timeout = timeout
+
+    def _error(self, err: BaseException) -> ModelError:
+        return sdk_error(self.name, err, timeout=self._timeout)
+
+    async def astream(self, prompt: Prompt) -> AsyncIterator[AIMessageChunk]:
+        messages = _as_messages(prompt)
+        with llm_call(self.provider, "chat"):
+            try:
+                async for chunk in self._chat.astream(messages):
+                    if isinstance(chunk, AIMessageChunk):
+                        yield chunk
+            except _vendor_errors() as err:
+                raise self._error(err) from None
+
+    async def ainvoke(self, prompt: Prompt) -> AIMessage:
+        return answer_message(self, [chunk async for chunk in self.astream(prompt)])
+
+    @measure_llm("tool")
+    async def acall_tool(self, prompt: Prompt, tool: Tool) -> dict[str, Any]:
+        spec = {
+            "type": "function",
+            "function": {
+                "name": tool.name,
+                "description": tool.description,
+                "parameters": tool.schema,
+            },
+        }
+        bound = self._chat.bind_tools([spec], tool_choice=tool.name)
+        try:
+            reply = await bound.ainvoke(_as_messages(prompt))
+        except _vendor_errors() as err:
+            raise self._error(err) from None
+        assert isinstance(reply, AIMessage)
+        for call in reply.tool_calls:
+            if call["name"] == tool.name:
+                if isinstance(call["args"], dict):
+                    return call["args"]
+                raise _bad_tool_call(self.name, self.provider, "arguments are not an object")
+        if any(c.get("name") == tool.name for c in reply.invalid_tool_calls):
+            raise _bad_tool_call(self.name, self.provider, "arguments are not a JSON object")
+        raise _bad_tool_call(self.name, self.provider, f"the reply did not call {tool.name}")
+
+    async def aclose(self) -> None:
+        """Nothing to release: LangChain shares its HTTP clients across the process."""
+
+
+class AnthropicChat(_VendorChat):
+    """Claude through LangChain's `ChatAnthropic` (the Messages API, streamed)."""
+
     provider = "anthropic"
 
     def __init__(self, settings: Settings, *, max_retries: int = 2) -> None:
         if settings.anthropic_api_key is None:
             raise _missing_key("anthropic", "ANTHROPIC_API_KEY")
-        self.name = f"anthropic:{settings.anthropic_model}"
-        self._model = settings.anthropic_model
-        self._max_tokens = settings.llm_max_tokens
-        self._timeout = settings.llm_timeout_seconds
-        import anthropic
+        from langchain_anthropic import ChatAnthropic  # at start-up, never per request
 
-        self._sdk_errors = anthropic.AnthropicError
-        self._client = anthropic.AsyncAnthropic(
-            api_key=settings.anthropic_api_key.get_secret_value(),
+        chat = ChatAnthropic(
+            model=settings.anthropic_model,
+            api_key=settings.anthropic_api_key,
             base_url=settings.anthropic_base_url,
-            timeout=self._timeout,
+            max_tokens=settings.llm_max_tokens,
+            timeout=settings.llm_timeout_seconds,
             max_retries=max_retries,
+            stream_usage=True,
+        )
+        super().__init__(
+            chat,
+            name=f"anthropic:{settings.anthropic_model}",
+            timeout=settings.llm_timeout_seconds,
         )
 
-    async def _create(self, prompt: Prompt, **options: Any) -> Any:
-        """One Messages API call for `prompt`; SDK errors come out as `ModelError`."""
-        messages = _anthropic_messages(prompt.messages)
-        if not messages:
-            raise _no_user_message()
-        if prompt.system.strip():
-            options["system"] = prompt.system
-        try:
-            return await self._client.messages.create(
-                model=self._model, max_tokens=self._max_tokens, messages=messages, **options
-            )
-        except self._sdk_errors as err:
-            raise sdk_error(self.name, err, timeout=self._timeout) from None
 
-    @measure_llm("chat")
-    async def ainvoke(self, prompt: Prompt) -> AIMessage:
-        reply = await self._create(prompt)
-        text = "".join(block.text for block in reply.content if block.type == "text")
-        usage = {
-            "input_tokens": reply.usage.input_tokens,
-            "output_tokens": reply.usage.output_tokens,
-        }
-        return AIMessage(
-            content=text,
-            id=reply.id,
-            response_metadata={
-                "model": self.name,
-                "offline": False,
-                "stop_reason": reply.stop_reason,
-                "usage": usage,
-            },
-            usage_metadata={**usage, "total_tokens": sum(usage.values())},
-        )
+class OpenAIChat(_VendorChat):
+    """An OpenAI model through LangChain's `ChatOpenAI` (Chat Completions, streamed). It
+    sends the reply length as `max_completion_tokens`, which reasoning (o-series) models
+    require and gpt-4o-mini class models accept."""
 
-    @measure_llm("tool")
-    async def acall_tool(self, prompt: Prompt, tool: Tool) -> dict[str, Any]:
-        spec = {"name": tool.name, "description": tool.description, "input_schema": tool.schema}
-        reply = await self._create(
-            prompt, tools=[spec], tool_choice={"type": "tool", "name": tool.name}
-        )
-        for block in reply.content:
-            if block.type == "tool_use" and block.name == tool.name:
-                if isinstance(block.input, dict):
-                    return block.input
-                raise _bad_tool_call(self.name, "anthropic", "tool input is not an object")
-        raise _bad_tool_call(self.name, "anthropic", f"the reply did not call {tool.name}")
-
-    async def aclose(self) -> None:
-        await self._client.close()
-
-
-class OpenAIChat:
-    """An OpenAI chat model through Chat Completions (non-streaming).
-
-    The reply length is sent as `max_completion_tokens`: the SDK still accepts `max_tokens` but
-    documents it as deprecated and rejected by reasoning (o-series) models, while gpt-4o-mini
-    class models accept both. Retries and timeouts work as for `AnthropicChat`.
-    """
-
-    offline = False
     provider = "openai"
 
     def __init__(self, settings: Settings, *, max_retries: int = 2) -> None:
         if settings.openai_api_key is None:
             raise _missing_key("openai", "OPENAI_API_KEY")
-        self.name = f"openai:{settings.openai_model}"
-        self._model = settings.openai_model
-        self._max_tokens = settings.llm_max_tokens
-        self._timeout = settings.llm_timeout_seconds
-        import openai
+        from langchain_openai import ChatOpenAI  # at start-up, never per request
 
-        self._sdk_errors = openai.OpenAIError
-        self._client = openai.AsyncOpenAI(
-            api_key=settings.openai_api_key.get_secret_value(),
+        chat = ChatOpenAI(
+            model=settings.openai_model,
+            api_key=settings.openai_api_key,
             base_url=settings.openai_base_url,
-            timeout=self._timeout,
+            max_tokens=settings.llm_max_tokens,
+            timeout=settings.llm_timeout_seconds,
             max_retries=max_retries,
+            stream_usage=True,
+        )
+        super().__init__(
+            chat, name=f"openai:{settings.openai_model}", timeout=settings.llm_timeout_seconds
         )
 
-    async def _create(self, prompt: Prompt, **options: Any) -> Any:
-        """One Chat Completions call for `prompt`; SDK errors come out as `ModelError`."""
-        turns = _turns(prompt.messages)
-        if not any(role == "user" for role, _ in turns):
-            raise _no_user_message()
-        messages: list[dict[str, str]] = []
-        if prompt.system.strip():
-            messages.append({"role": "system", "content": prompt.system})
-        messages += [{"role": role, "content": text} for role, text in turns]
-        try:
-            return await self._client.chat.completions.create(
-                model=self._model,
-                messages=messages,
-                max_completion_tokens=self._max_tokens,
-                **options,
-            )
-        except self._sdk_errors as err:
-            raise sdk_error(self.name, err, timeout=self._timeout) from None
 
-    @measure_llm("tool")
-    async def acall_tool(self, prompt: Prompt, tool: Tool) -> dict[str, Any]:
-        function = {"name": tool.name, "description": tool.description, "parameters": tool.schema}
-        completion = await self._create(
-            prompt,
-            tools=[{"type": "function", "function": function}],
-            tool_choice={"type": "function", "function": {"name": tool.name}},
+# -- offline -------------------------------------------------------------------------------
+
+_PIECES = re.compile(r"\s*\S+|\s+")
+
+
+def _pieces(text: str) -> Iterator[str]:
+    """Word by word with the whitespace before each: joined, exactly `text`."""
+    yield from _PIECES.findall(text)
+
+
+class OfflineChatModel(BaseChatModel):
+    """A LangChain chat model with no network and no model: it answers from the recalled
+    memories passed as `memories=` (see engine.offline), and streams word by word like a
+    model would, so everything downstream of a stream is exercised offline too."""
+
+    min_score: float = DEFAULT_MIN_SCORE  # see engine/memory/relevance.py
+
+    @property
+    def _llm_type(self) -> str:
+        return "membot-offline"
+
+    def _reply(self, messages: list[BaseMessage], memories: Sequence[Recalled]) -> str:
+        user_text = next(
+            (message_text(m) for m in reversed(messages) if isinstance(m, HumanMessage)), ""
         )
-        for choice in completion.choices[:1]:
-            for call in choice.message.tool_calls or []:
-                if call.type == "function" and call.function.name == tool.name:
-                    try:
-                        arguments = json.loads(call.function.arguments)
-                    except ValueError:
-                        why = "arguments are not JSON"
-                        raise _bad_tool_call(self.name, "openai", why) from None
-                    if isinstance(arguments, dict):
-                        return arguments
-                    raise _bad_tool_call(self.name, "openai", "arguments are not an object")
-        raise _bad_tool_call(self.name, "openai", f"the reply did not call {tool.name}")
+        return offline_reply(user_text, memories, min_score=self.min_score)
 
-    @measure_llm("chat")
-    async def ainvoke(self, prompt: Prompt) -> AIMessage:
-        completion = await self._create(prompt)
-        if not completion.choices:
-            raise ModelError(f"{self.name}: response had no choices", provider="openai")
-        choice = completion.choices[0]
-        text = choice.message.content or choice.message.refusal or ""
-        usage: dict[str, int] = {}
-        if completion.usage is not None:
-            usage = {
-                "prompt_tokens": completion.usage.prompt_tokens,
-                "completion_tokens": completion.usage.completion_tokens,
-                "total_tokens": completion.usage.total_tokens,
-            }
-        return AIMessage(
-            content=text,
-            id=completion.id,
-            response_metadata={
-                "model": self.name,
-                "offline": False,
-                "finish_reason": choice.finish_reason,
-                "usage": usage,
-            },
-            usage_metadata={
-                "input_tokens": usage.get("prompt_tokens", 0),
-                "output_tokens": usage.get("completion_tokens", 0),
-                "total_tokens": usage.get("total_tokens", 0),
-            },
-        )
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        text = self._reply(messages, kwargs.get("memories", ()))
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
 
-    async def aclose(self) -> None:
-        await self._client.close()
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        for piece in _pieces(self._reply(messages, kwargs.get("memories", ()))):
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            if run_manager is not None:
+                await run_manager.on_llm_new_token(piece, chunk=chunk)
+            yield chunk
 
 
 class OfflineChat:
-    """No network and no model: answers from the recalled memories only (see engine.offline).
-
-    Every reply starts with "[offline] " and carries `{"offline": True}` in its metadata, so
-    users and code can tell it from a model's answer.
-    """
+    """The offline model behind our interface. Every reply starts with "[offline] " and
+    carries `{"offline": True}` in its metadata, so users and code can tell it from a
+    model's answer."""
 
     name = "offline"
     offline = True
 
     def __init__(self, *, min_score: float = DEFAULT_MIN_SCORE) -> None:
-        self.min_score = min_score  # see engine/memory/relevance.py
+        self.min_score = min_score
+        self._chat = OfflineChatModel(min_score=min_score)
+
+    async def astream(self, prompt: Prompt) -> AsyncIterator[AIMessageChunk]:
+        # Not `_as_messages`: the offline model answers the last human message as typed.
+        messages = [m for m in prompt.messages if isinstance(m, HumanMessage | AIMessage)]
+        async for chunk in self._chat.astream(messages, memories=prompt.memories):
+            if isinstance(chunk, AIMessageChunk):
+                yield chunk
 
     async def ainvoke(self, prompt: Prompt) -> AIMessage:
-        user_text = next(
-            (message_text(m) for m in reversed(prompt.messages) if isinstance(m, HumanMessage)), ""
-        )
-        return AIMessage(
-            content=offline_reply(user_text, prompt.memories, min_score=self.min_score),
-            response_metadata={"model": self.name, "offline": True},
-        )
+        return answer_message(self, [chunk async for chunk in self.astream(prompt)])
 
     async def aclose(self) -> None:
         """Nothing to release; present so every model can be closed the same way."""

@@ -23,10 +23,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.config import get_store
+from langgraph.config import get_store, get_stream_writer
 from langgraph.func import entrypoint, task
 from langgraph.graph import add_messages
 from langgraph.pregel import Pregel
@@ -40,7 +40,7 @@ from engine.memory.prompt import system_prompt
 from engine.memory.recall import Recalled
 from engine.memory.recall import recall as recall_memories
 from engine.memory.records import episode_key, parse_time
-from engine.models import ChatModel, ModelError, Prompt
+from engine.models import ChatModel, ModelError, Prompt, answer_message, message_text
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ APOLOGY = (
     "Sorry, I couldn't reach my language model just now ({cause}). Your message is saved "
     "in this conversation; please try again in a moment."
 )
+# After the text a model wrote before it failed mid-answer.
+INTERRUPTED = "\n\n_(I was cut off there: {cause}. Ask me to go on if you need the rest.)_"
 
 
 def build_chat_workflow(
@@ -103,16 +105,35 @@ def build_chat_workflow(
 
     @task
     async def answer(prompt: Prompt) -> AIMessage:
-        # The SDK bounds each attempt and its retries; this bounds the whole answer.
+        """The model's answer, streamed: each piece of text goes to LangGraph's stream
+        writer as it arrives (`stream_mode="custom"`; a no-op when nobody streams). If
+        the model fails after some text was sent, that text is the answer, marked
+        `interrupted`: the person has already read it."""
+        write = get_stream_writer()
+        chunks: list[AIMessageChunk] = []
         try:
+            # The SDK bounds each attempt and its retries; this bounds the whole answer.
             async with asyncio.timeout(answer_timeout):
-                return await model.ainvoke(prompt)
+                async for chunk in model.astream(prompt):
+                    chunks.append(chunk)
+                    if piece := message_text(chunk):
+                        write(piece)
         except TimeoutError:
-            raise ModelError(
+            failure = ModelError(
                 f"{model.name}: no answer within {answer_timeout:g}s",
                 provider=model.name.split(":", 1)[0],
                 error_type="deadline",
-            ) from None
+            )
+        except ModelError as err:
+            failure = err
+        else:
+            return answer_message(model, chunks)
+        partial = answer_message(model, chunks)
+        if not message_text(partial):
+            raise failure
+        logger.error("chat model stopped mid-answer: %s", failure)
+        partial.response_metadata["interrupted"] = failure.error_type or "provider error"
+        return partial
 
     @task
     async def learn(user_id: str, thread_id: str, said: list[BaseMessage]) -> int:
@@ -166,6 +187,15 @@ def build_chat_workflow(
             saved = messages
         else:
             saved = add_messages(messages, [reply])
+            if cause := reply.response_metadata.get("interrupted"):
+                # The partial answer is saved as written (the next turn sees it); the
+                # person also reads, after it, that it stopped short.
+                note = INTERRUPTED.format(cause=cause)
+                get_stream_writer()(note)
+                reply = AIMessage(
+                    content=message_text(reply) + note,
+                    response_metadata={**reply.response_metadata, "error": True},
+                )
         finally:
             # What was said is kept whether or not it was answered (a cancelled turn
             # leaves the write running rather than half done).

@@ -112,7 +112,7 @@ async def test_anthropic_request_and_reply(fake: FakeLLM) -> None:
     assert reply.response_metadata["model"] == "anthropic:claude-test-1"
     assert reply.response_metadata["offline"] is False
     assert reply.response_metadata["stop_reason"] == "end_turn"
-    assert reply.response_metadata["usage"]["output_tokens"] > 0
+    assert reply.usage_metadata is not None and reply.usage_metadata["output_tokens"] > 0
     assert chat.name == "anthropic:claude-test-1" and chat.offline is False
 
 
@@ -211,18 +211,19 @@ async def test_openai_request_and_reply(fake: FakeLLM) -> None:
     assert request.body["model"] == "gpt-test-mini"
     assert request.body["max_completion_tokens"] == 321
     assert "max_tokens" not in request.body
+    # One conversation shape for both vendors: the user first, one message per turn.
     assert request.body["messages"] == [
         {"role": "system", "content": "SYSTEM with memories"},
-        {"role": "assistant", "content": "Hi, I'm membot."},
-        {"role": "user", "content": "hello"},
-        {"role": "user", "content": "what do I like?"},
+        {"role": "user", "content": "hello\n\nwhat do I like?"},
     ]
+    assert request.body["stream"] is True  # the answer is streamed
     assert reply.content == "You like green tea."
     assert reply.response_metadata["model"] == "openai:gpt-test-mini"
     assert reply.response_metadata["offline"] is False
     assert reply.response_metadata["finish_reason"] == "stop"
-    usage = reply.response_metadata["usage"]
-    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
+    usage = reply.usage_metadata
+    assert usage is not None
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"] > 0
 
 
 @pytest.mark.parametrize(("status", "kind"), [(500, "server_error"), (429, "requests")])

@@ -2,10 +2,12 @@
 
 Why it exists: most of what can go wrong in a model adapter lives in the vendor SDK and on the
 wire (URL layout, auth headers, retries on 429/5xx/529, timeouts, error classes, base64
-embeddings). Mocking our own functions would test none of that, and the real APIs are out of
-reach from tests (no network, no keys). So this server speaks just enough of both vendors'
-non-streaming formats for the real `anthropic` and `openai` clients, pointed at it through
-`base_url`, to do their whole job.
+embeddings, Server-Sent Events). Mocking our own functions would test none of that, and the
+real APIs are out of reach from tests (no network, no keys). So this server speaks just enough
+of both vendors' formats, plain and streaming (`"stream": true`: Anthropic's `event:`/`data:`
+records, OpenAI's `chat.completion.chunk`s ending in `data: [DONE]`), for the real `anthropic`
+and `openai` clients, pointed at it through `base_url`, and LangChain's chat models on top of
+them, to do their whole job.
 
 It serves from its own event loop in a background thread, so a synchronous SDK client (or
 anything else that blocks the test's loop) cannot deadlock it. Usage::
@@ -21,6 +23,16 @@ anything else that blocks the test's loop) cannot deadlock it. Usage::
         await held.arrived()             # one is being held now
         held.release()                   # it, and any later one, is answered
         fake.requests                    # everything received, in order (`Received`)
+
+    Streamed replies go out one piece (a word with its leading whitespace) per delta::
+
+        fake.first_token_delay = 0.3     # seconds between the stream's start and its first piece
+        fake.tokens_per_second = 50      # then 1/50 s between pieces (None: no pause)
+        fake.break_stream(2)             # the next stream sends 2 pieces, then an error event
+        fake.streamed                    # the text of every text reply streamed in full, in order
+
+    `delay`, `fail()` and `hold()` act before a response starts, streamed or not: a failure
+    is a plain HTTP error, never an error inside a stream (that is `break_stream`).
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ import itertools
 import json
 import math
 import random
+import re
 import struct
 import threading
 import time
@@ -52,6 +65,9 @@ _ERROR_TYPES = {
     "anthropic": {401: "authentication_error", 429: "rate_limit_error", 529: "overloaded_error"},
     "openai": {429: "requests"},
 }
+
+# A streamed reply's pieces: each word with the whitespace before it (all of a blank text).
+_PIECE = re.compile(r"\s*\S+|\s+")
 
 
 @dataclass(frozen=True)
@@ -129,6 +145,30 @@ def _tokens(obj: Any) -> int:
     return len(json.dumps(obj).split())  # a stand-in count; only has to be plausible
 
 
+def _pieces(text: str) -> list[str]:
+    """`text` cut for streaming; the pieces join to `text` exactly ([] for "")."""
+    return _PIECE.findall(text)
+
+
+def _sse(data: Any, event: str | None = None) -> bytes:
+    """One Server-Sent Events record. JSON in raw UTF-8, as the vendors send it."""
+    line = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return (f"event: {event}\n" if event else "").encode() + f"data: {line}\n\n".encode()
+
+
+@dataclass
+class _Stream:
+    """A streamed reply, as SSE records: `head` goes out at once, then `pieces` (paced), then
+    `tail`; a broken stream sends `error` in place of the rest. `text` (a text reply's) is
+    recorded in `FakeLLM.streamed` once all the pieces are sent, before the tail."""
+
+    head: list[bytes]
+    pieces: list[bytes]
+    tail: list[bytes]
+    error: bytes
+    text: str | None
+
+
 class FakeLLM(ThreadedServer):
     """Both vendors on one 127.0.0.1 port; see the module docstring."""
 
@@ -137,11 +177,16 @@ class FakeLLM(ThreadedServer):
         self.reply = reply
         # Seconds each response is held back; or a function of the request body.
         self.delay: float | Callable[[Any], float] = 0.0
+        # Streaming pace: seconds before a stream's first piece; pieces per second after it.
+        self.first_token_delay = 0.0
+        self.tokens_per_second: float | None = None  # None: no pause between pieces
+        self.streamed: list[str] = []  # text replies streamed in full, in order
         self.retry_after_ms = 1  # sent with errors so SDK retries don't back off for seconds
         self.default_embedding_dims = 1536  # used when a request sends no `dimensions`
         self.requests: list[Received] = []
         self.holds: list[Hold] = []
         self._failures: deque[tuple[int, str | None, str | None]] = deque()
+        self._breaks: deque[int] = deque()  # pieces each next stream sends before it breaks
         self._ids = itertools.count(1)
 
     @property
@@ -164,6 +209,11 @@ class FakeLLM(ThreadedServer):
     ) -> None:
         """Answer the next `times` requests with a vendor-shaped error instead of a reply."""
         self._failures.extend([(status, error_type, message)] * times)
+
+    def break_stream(self, after_pieces: int, *, times: int = 1) -> None:
+        """Break the next `times` streamed replies: each sends its first `after_pieces` pieces
+        (all, if it has fewer), then a vendor-shaped error event, and ends there."""
+        self._breaks.extend([after_pieces] * times)
 
     def hold(self, matches: Callable[[Any], bool]) -> Hold:
         """Hold back the answers to requests whose body `matches` until `release()`."""
@@ -190,7 +240,7 @@ class FakeLLM(ThreadedServer):
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:
             body = await request.json()
         except ValueError:
@@ -203,10 +253,7 @@ class FakeLLM(ThreadedServer):
             # Released from the test's thread (a threading.Event): polled, not awaited.
             while not held._released.is_set() and not self._stopping_now():  # noqa: ASYNC110
                 await asyncio.sleep(0.005)
-        delay = self.delay(body) if callable(self.delay) else self.delay
-        if delay > 0 and self._stopping is not None:
-            with contextlib.suppress(TimeoutError):  # closing the fake cuts the delay short
-                await asyncio.wait_for(self._stopping.wait(), delay)
+        await self._pause(self.delay(body) if callable(self.delay) else self.delay)
         if self._failures:
             return self._error(vendor, *self._failures.popleft())
         routes = {
@@ -218,10 +265,52 @@ class FakeLLM(ThreadedServer):
             return self._error(vendor, 404, None, f"unknown path {request.path}")
         if not isinstance(body, dict) or "model" not in body:
             return self._error(vendor, 400, None, "body must be a JSON object with a model")
-        return routes[request.path](body)
+        answer = routes[request.path](body)
+        if isinstance(answer, _Stream):
+            return await self._send_stream(request, answer)
+        return answer
 
     def _stopping_now(self) -> bool:
         return self._stopping is None or self._stopping.is_set()
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less if the fake is closing: closing cuts every pause short."""
+        if seconds > 0 and self._stopping is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _send_stream(self, request: web.Request, stream: _Stream) -> web.StreamResponse:
+        """Write `stream` as `text/event-stream`, pacing its pieces (`first_token_delay`,
+        `tokens_per_second`) and breaking it if `break_stream` asked for that."""
+        response = web.StreamResponse(
+            headers={"cache-control": "no-cache", "request-id": f"req_fake{next(self._ids)}"}
+        )
+        response.content_type = "text/event-stream"
+        response.charset = "utf-8"
+        breaks_after = self._breaks.popleft() if self._breaks else None
+        gap = 1.0 / self.tokens_per_second if self.tokens_per_second else 0.0
+        try:
+            await response.prepare(request)
+            for record in stream.head:
+                await response.write(record)
+            for sent, record in enumerate(stream.pieces):
+                if sent == breaks_after:
+                    break
+                await self._pause(self.first_token_delay if sent == 0 else gap)
+                await response.write(record)
+            if breaks_after is not None:
+                await response.write(stream.error)
+            else:
+                # Recorded before the end goes out, so a client that has seen the end of the
+                # stream finds the text here without waiting for this thread.
+                if stream.text is not None:
+                    self.streamed.append(stream.text)
+                for record in stream.tail:
+                    await response.write(record)
+            await response.write_eof()
+        except ConnectionResetError:  # the client went away mid-stream
+            pass
+        return response
 
     def _error(
         self, vendor: str, status: int, kind: str | None, message: str | None
@@ -238,73 +327,146 @@ class FakeLLM(ThreadedServer):
         headers = {"retry-after-ms": str(self.retry_after_ms), "request-id": f"req_{status}"}
         return web.json_response(payload, status=status, headers=headers)
 
-    def _messages(self, body: dict[str, Any]) -> web.Response:
+    def _messages(self, body: dict[str, Any]) -> web.Response | _Stream:
         if "max_tokens" not in body or not body.get("messages"):
             return self._error("anthropic", 400, None, "max_tokens and messages are required")
         answer = self.reply(body)
+        tool = isinstance(answer, ToolUse)
+        block: dict[str, Any]
         if isinstance(answer, ToolUse):
-            text = json.dumps(_tool_input(answer.arguments))
-            content = [
-                {
-                    "type": "tool_use",
-                    "id": f"toolu_fake{next(self._ids)}",
-                    "name": answer.name,
-                    "input": _tool_input(answer.arguments),
-                }
-            ]
+            tool_input = _tool_input(answer.arguments)
+            text = json.dumps(tool_input)
+            block = {
+                "type": "tool_use",
+                "id": f"toolu_fake{next(self._ids)}",
+                "name": answer.name,
+                "input": tool_input,
+            }
         else:
             text = answer
-            content = [{"type": "text", "text": text}]
-        return web.json_response(
-            {
-                "id": f"msg_fake{next(self._ids)}",
-                "type": "message",
-                "role": "assistant",
-                "content": content,
-                "model": body["model"],
-                "stop_reason": "tool_use" if isinstance(answer, ToolUse) else "end_turn",
-                "stop_sequence": None,
-                "usage": {
-                    "input_tokens": _tokens([body.get("system"), body["messages"]]),
-                    "output_tokens": _tokens(text),
-                },
-            }
+            block = {"type": "text", "text": text}
+        usage = {
+            "input_tokens": _tokens([body.get("system"), body["messages"]]),
+            "output_tokens": _tokens(text),
+        }
+        message = {
+            "id": f"msg_fake{next(self._ids)}",
+            "type": "message",
+            "role": "assistant",
+            "content": [block],
+            "model": body["model"],
+            "stop_reason": "tool_use" if tool else "end_turn",
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        if not body.get("stream"):
+            return web.json_response(message)
+
+        def event(kind: str, **fields: Any) -> bytes:
+            return _sse({"type": kind, **fields}, event=kind)
+
+        # The block opens empty and its text (or the tool's input, as JSON) comes in deltas.
+        opened = {**block, "input": {}} if tool else {**block, "text": ""}
+        delta = {"type": "input_json_delta"} if tool else {"type": "text_delta"}
+        key = "partial_json" if tool else "text"
+        started = {
+            **message,
+            "content": [],
+            "stop_reason": None,
+            "usage": {**usage, "output_tokens": 1},
+        }
+        return _Stream(
+            head=[
+                event("message_start", message=started),
+                event("content_block_start", index=0, content_block=opened),
+                event("ping"),
+            ],
+            pieces=[
+                event("content_block_delta", index=0, delta={**delta, key: part})
+                for part in _pieces(text)
+            ],
+            tail=[
+                event("content_block_stop", index=0),
+                event(
+                    "message_delta",
+                    delta={"stop_reason": message["stop_reason"], "stop_sequence": None},
+                    usage=usage,
+                ),
+                event("message_stop"),
+            ],
+            error=event("error", error={"type": "overloaded_error", "message": "Overloaded"}),
+            text=None if tool else text,
         )
 
-    def _chat(self, body: dict[str, Any]) -> web.Response:
+    def _chat(self, body: dict[str, Any]) -> web.Response | _Stream:
         answer = self.reply(body)
+        tool = isinstance(answer, ToolUse)
         message: dict[str, Any] = {"role": "assistant", "content": answer, "refusal": None}
         if isinstance(answer, ToolUse):
             arguments = answer.arguments
             text = arguments if isinstance(arguments, str) else json.dumps(arguments)
-            call = {"name": answer.name, "arguments": text}
+            call = {"id": f"call_fake{next(self._ids)}", "type": "function"}
             message["content"] = None
-            message["tool_calls"] = [
-                {"id": f"call_fake{next(self._ids)}", "type": "function", "function": call}
-            ]
+            message["tool_calls"] = [{**call, "function": {"name": answer.name, "arguments": text}}]
+            # Streamed, the call's id and name come first, then its arguments in pieces.
+            opened = {"index": 0, **call, "function": {"name": answer.name, "arguments": ""}}
+            first = {**message, "tool_calls": [opened]}
         else:
             text = answer
+            first = {**message, "content": ""}
+        finish_reason = "tool_calls" if tool else "stop"
         prompt, completion = _tokens(body.get("messages")), _tokens(text)
-        return web.json_response(
-            {
-                "id": f"chatcmpl-fake{next(self._ids)}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "tool_calls" if isinstance(answer, ToolUse) else "stop",
-                        "logprobs": None,
-                        "message": message,
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt,
-                    "completion_tokens": completion,
-                    "total_tokens": prompt + completion,
-                },
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+        reply = {
+            "id": f"chatcmpl-fake{next(self._ids)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"],
+        }
+        if not body.get("stream"):
+            choice = {"index": 0, "finish_reason": finish_reason, "logprobs": None}
+            return web.json_response(
+                {**reply, "choices": [{**choice, "message": message}], "usage": usage}
+            )
+
+        # Every chunk carries `usage` (null but in the last) iff the request asked for it.
+        with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def chunk(delta: dict[str, Any] | None, finish: str | None = None, **totals: Any) -> bytes:
+            """A chunk of the one choice; with `delta` None, the closing usage chunk."""
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            data = {
+                **reply,
+                "object": "chat.completion.chunk",
+                "choices": [] if delta is None else [choice],
             }
+            return _sse({**data, "usage": totals or None} if with_usage else data)
+
+        def piece(part: str) -> bytes:
+            if tool:
+                return chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]})
+            return chunk({"content": part})
+
+        error = {
+            "message": "fake stream error",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
+        return _Stream(
+            head=[chunk(first)],
+            pieces=[piece(part) for part in _pieces(text)],
+            tail=[
+                chunk({}, finish_reason),
+                *([chunk(None, **usage)] if with_usage else []),
+                _sse("[DONE]"),
+            ],
+            error=_sse({"error": error}),
+            text=None if tool else text,
         )
 
     def _embeddings(self, body: dict[str, Any]) -> web.Response:
