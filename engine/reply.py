@@ -18,9 +18,11 @@ class Reply:
 
 class ReplyStream:
     """A reply as the model writes it: `async for piece in stream` gives its text piece by
-    piece; once the loop ends, `reply` holds the whole `Reply` (its text is the pieces
-    joined, byte for byte, plus nothing else). Leaving the loop early, or the `async with`
-    block, closes the stream: the turn is cancelled and its thread is free again.
+    piece; once the loop ends, `reply` holds the whole `Reply`. What to show in the end is
+    `reply.text`: the pieces joined, byte for byte, when the answer streamed; a notice
+    (a refusal, an apology) when it did not, or when the turn failed after some pieces
+    (then the notice replaces them). Leaving the loop early, or the `async with` block,
+    closes the stream: the turn is cancelled and its thread is free again.
 
         async with bot.stream(user_id=..., thread_id=..., text=...) as replying:
             async for piece in replying:

@@ -14,14 +14,15 @@ The bot counts open tickets so a shutdown can wait for them (`MemoryBot.drain`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from engine.inbox import Inbound, with_progress
+from engine.reply import Reply, ReplyStream
 
 if TYPE_CHECKING:
-    from engine.bot import MemoryBot, Reply
+    from engine.bot import MemoryBot
 
 LATE_NOTE = (
     "Sorry, I was restarted before I could answer your message of {when}. "
@@ -50,30 +51,58 @@ class Ticket:
         await self._bot._save_progress(self.inbound)
 
     async def answer(self) -> Reply:
-        """The reply to the message, computed once across processes."""
-        bot, inbound = self._bot, self.inbound
-        if inbound.reply is not None:
-            return bot._stored_reply(inbound.reply)
-        if self.taken_over:
-            age = (datetime.now(UTC) - inbound.at).total_seconds()
-            if age > bot.settings.inbox_reanswer_seconds:
-                when = inbound.at.strftime("%d %b %H:%M UTC")
-                return bot._stored_reply(LATE_NOTE.format(when=when), error=True)
-            saved = await bot._saved_answer(inbound.thread_id, inbound.message_id)
-            if saved is not None:
-                reply = bot._stored_reply(saved)
-                await self.note(reply=reply.text)
-                return reply
-        reply = await bot.chat(
+        """The reply to the message, whole, computed once across processes."""
+        stream = self.stream()
+        async with stream:
+            async for _ in stream:
+                pass
+        return stream.reply
+
+    def stream(self) -> ReplyStream:
+        """The reply to the message as it is written (`MemoryBot.stream`), computed once
+        across processes: a reply known already (taken over, or a late note) comes as one
+        piece."""
+        return ReplyStream(self._replying())
+
+    async def _replying(self) -> AsyncGenerator[str | Reply, None]:
+        known = await self._known_reply()
+        if known is not None:
+            yield known.text
+            yield known
+            return
+        inbound = self.inbound
+        stream = self._bot.stream(
             user_id=inbound.user_id,
             thread_id=inbound.thread_id,
             text=inbound.text,
             message_id=inbound.message_id,
             at=inbound.at,
         )
+        async with stream:
+            async for piece in stream:
+                yield piece
+        reply = stream.reply
         if not reply.refused:
-            self.inbound = with_progress(self.inbound, reply=reply.text)
-            await bot._save_progress(self.inbound)
+            await self.note(reply=reply.text)
+        yield reply
+
+    async def _known_reply(self) -> Reply | None:
+        """The reply computed before (by this ticket, or a dead process that held it), or
+        a note that it is too late to answer."""
+        bot, inbound = self._bot, self.inbound
+        if inbound.reply is not None:
+            return bot._stored_reply(inbound.reply)
+        if not self.taken_over:
+            return None
+        age = (datetime.now(UTC) - inbound.at).total_seconds()
+        if age > bot.settings.inbox_reanswer_seconds:
+            when = inbound.at.strftime("%d %b %H:%M UTC")
+            return bot._stored_reply(LATE_NOTE.format(when=when), error=True)
+        saved = await bot._saved_answer(inbound.thread_id, inbound.message_id)
+        if saved is None:
+            return None
+        reply = bot._stored_reply(saved)
+        await self.note(reply=reply.text)
         return reply
 
     async def done(self) -> None:
