@@ -496,6 +496,16 @@ class MemoryBot:
             await self.workflow.ainvoke({"compact": True}, config, durability="exit")
         return True
 
+    async def feedback(self, *, user_id: str, thread_id: str, message_id: str, good: bool) -> None:
+        """A person's rating of the answer to their message `message_id` (a thumbs up or
+        down under it): counted in the metrics and kept with that answer in the thread."""
+        metrics.FEEDBACK.labels("good" if good else "bad").inc()
+        thread_id = storable_id(thread_id)
+        rating = {"message_id": message_id, "rating": "good" if good else "bad", "by": user_id}
+        config = {"configurable": {"thread_id": thread_id, "user_id": user_id}}
+        async with self._turn(thread_id):
+            await self.workflow.ainvoke({"feedback": rating}, config, durability="exit")
+
     async def flush_memories(self) -> None:
         """Finish all pending after-turn work now (tests, tools, shutdown)."""
         await self.writer.flush()

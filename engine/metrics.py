@@ -66,6 +66,12 @@ LLM_ERRORS = Counter(
     ["provider", "error_type"],
     registry=REGISTRY,
 )
+FEEDBACK = Counter(
+    "membot_feedback_total",
+    "Ratings people gave answers (the feedback buttons under a reply), by rating.",
+    ["rating"],
+    registry=REGISTRY,
+)
 DUPLICATES = Counter(
     "membot_duplicate_messages_total",
     "Platform messages delivered again (a retry, a duplicate, another replica) and not "

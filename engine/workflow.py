@@ -18,6 +18,7 @@ checkpoint the single source of truth, written by LangGraph alone.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -50,6 +51,24 @@ APOLOGY = (
 )
 # After the text a model wrote before it failed mid-answer.
 INTERRUPTED = "\n\n_(I was cut off there: {cause}. Ask me to go on if you need the rest.)_"
+
+
+def with_feedback(state: ThreadState, *, message_id: str, rating: str, by: str) -> ThreadState:
+    """The thread with the person's rating ("good"/"bad") kept on the answer to their
+    message `message_id` (in its metadata, beside the model's name); unchanged if that
+    answer has left the window (folded into the summary)."""
+    messages = list(state["messages"])
+    for index, (said, answer) in enumerate(itertools.pairwise(messages)):
+        if (
+            isinstance(said, HumanMessage)
+            and said.id == message_id
+            and isinstance(answer, AIMessage)
+        ):
+            rated = answer.model_copy(deep=True)
+            rated.response_metadata["feedback"] = {"rating": rating, "by": by}
+            messages[index + 1] = rated
+            break
+    return {"messages": messages, "summary": state["summary"]}
 
 
 def build_chat_workflow(
@@ -151,6 +170,8 @@ def build_chat_workflow(
         state = thread_state(previous)
         if turn.get("compact"):
             return entrypoint.final(value=None, save=await summarise(state))
+        if "feedback" in turn:
+            return entrypoint.final(value=None, save=with_feedback(state, **turn["feedback"]))
         configurable = config["configurable"]
         user_id, thread_id = configurable["user_id"], configurable["thread_id"]
         text: str = turn["text"]

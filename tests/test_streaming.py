@@ -116,3 +116,27 @@ async def test_closing_a_stream_early_frees_the_thread(
         reply = await asyncio.wait_for(bot.chat(user_id="u1", thread_id="t1", text="again"), WAIT)
         assert reply.text == ANSWER
         assert [m.content for m in await bot.history("t1")] == ["again", ANSWER]
+
+
+async def test_feedback_is_counted_and_kept_with_the_answer(
+    tmp_path: Path, local_embeddings
+) -> None:
+    from engine import metrics
+
+    settings = Settings(_env_file=None, data_dir=tmp_path, llm_provider="offline")
+    async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
+        await bot.chat(user_id="u1", thread_id="t1", text="hello", message_id="m1")
+        await bot.chat(user_id="u1", thread_id="t1", text="and again", message_id="m2")
+        def bad() -> float:
+            value = metrics.REGISTRY.get_sample_value("membot_feedback_total", {"rating": "bad"})
+            return value or 0.0
+
+        before = bad()
+        await bot.feedback(user_id="u1", thread_id="t1", message_id="m1", good=False)
+        assert bad() == before + 1
+        first, second = [m for m in await bot.history("t1") if isinstance(m, AIMessage)]
+        assert first.response_metadata["feedback"] == {"rating": "bad", "by": "u1"}
+        assert "feedback" not in second.response_metadata
+        # An answer no longer in the thread (or a made-up id) changes nothing.
+        await bot.feedback(user_id="u1", thread_id="t1", message_id="nope", good=True)
+        assert [m.content for m in await bot.history("t1")][-1] == second.content
