@@ -55,6 +55,7 @@ import linecache
 import os
 import platform
 import random
+import re
 import resource
 import shlex
 import shutil
@@ -65,7 +66,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -77,7 +78,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # engine, from a checkout
 
 from langchain_core.embeddings import Embeddings  # noqa: E402
-from langchain_core.messages import AIMessage  # noqa: E402
+from langchain_core.messages import AIMessage, AIMessageChunk  # noqa: E402
 from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
 from langgraph.store.base import BaseStore, PutOp  # noqa: E402
 from langgraph.store.memory import InMemoryStore  # noqa: E402
@@ -184,6 +185,17 @@ class FakeChat:
         reply = AIMessage(content=REPLY, response_metadata={"model": self.name, "offline": False})
         self.chat.add(time.perf_counter_ns() - start)
         return reply
+
+    async def astream(self, prompt: Prompt) -> AsyncIterator[AIMessageChunk]:
+        """The reply word by word, as a model streams it (the engine's own cost per piece
+        is part of the overhead); the time spent in here is the model's."""
+        start = time.perf_counter_ns()
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        pieces = re.findall(r"\s*\S+", REPLY)
+        self.chat.add(time.perf_counter_ns() - start)
+        for piece in pieces:
+            yield AIMessageChunk(content=piece)
 
     async def acall_tool(self, prompt: Prompt, tool: Tool) -> dict[str, Any]:
         start = time.perf_counter_ns()

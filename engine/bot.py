@@ -182,13 +182,9 @@ class MemoryBot:
     ) -> Reply:
         """Answer one message, whole. `message_id` (the platform's) makes its episode
         idempotent under redelivery; `at` is when it was sent (now if not given)."""
-        stream = self.stream(
+        return await self.stream(
             user_id=user_id, thread_id=thread_id, text=text, message_id=message_id, at=at
-        )
-        async with stream:
-            async for _ in stream:
-                pass
-        return stream.reply
+        ).whole()
 
     def stream(
         self,

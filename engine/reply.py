@@ -40,6 +40,13 @@ class ReplyStream:
             raise RuntimeError("the reply is complete only once the stream has ended")
         return self._reply
 
+    async def whole(self) -> Reply:
+        """Wait for the whole reply, ignoring the pieces (a caller that cannot stream)."""
+        async with self:
+            async for _ in self:
+                pass
+        return self.reply
+
     def __aiter__(self) -> ReplyStream:
         return self
 

@@ -52,11 +52,7 @@ class Ticket:
 
     async def answer(self) -> Reply:
         """The reply to the message, whole, computed once across processes."""
-        stream = self.stream()
-        async with stream:
-            async for _ in stream:
-                pass
-        return stream.reply
+        return await self.stream().whole()
 
     def stream(self) -> ReplyStream:
         """The reply to the message as it is written (`MemoryBot.stream`), computed once
