@@ -175,9 +175,18 @@ def _sdk_classes(name: str) -> tuple[type[BaseException], ...]:
     return tuple(c for c in found if isinstance(c, type))
 
 
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP client's network errors: a stream cut mid-body reaches LangChain's
+    `ChatAnthropic` as one of these, not wrapped by the SDK (the SDKs wrap them only
+    before the body). `anthropic` 2.x runs on `httpx2`, `openai` on `httpx`."""
+    clients = (sys.modules.get("httpx"), sys.modules.get("httpx2"))
+    found = (getattr(m, "TransportError", None) for m in clients if m is not None)
+    return tuple(c for c in found if isinstance(c, type))
+
+
 def _vendor_errors() -> tuple[type[BaseException], ...]:
-    """Every exception a vendor SDK raises (LangChain's own subclass them)."""
-    return _sdk_classes("AnthropicError") + _sdk_classes("OpenAIError")
+    """Every exception a vendor call raises (LangChain's own subclass the SDKs')."""
+    return _sdk_classes("AnthropicError") + _sdk_classes("OpenAIError") + _transport_errors()
 
 
 def sdk_error(name: str, err: BaseException, *, timeout: float) -> ModelError:
@@ -196,6 +205,11 @@ def sdk_error(name: str, err: BaseException, *, timeout: float) -> ModelError:
         if request_id:
             message += f" (request id {request_id})"
         return ModelError(message, provider=provider, status_code=status, error_type=kind)
+    if isinstance(err, _transport_errors()):
+        why = type(err).__name__
+        return ModelError(
+            f"{name}: connection failed ({why})", provider=provider, error_type="connection"
+        )
     if isinstance(err, _sdk_classes("APIConnectionError")):
         cause = err.__cause__
         while isinstance(cause, _sdk_classes("APIConnectionError")):  # LangChain re-raises

@@ -89,6 +89,22 @@ async def test_a_model_failing_mid_answer_keeps_the_partial_text_with_a_note(
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_connection_cut_mid_answer_keeps_the_partial_text_with_a_note(
+    fake: FakeLLM, tmp_path: Path, local_embeddings, provider: str
+) -> None:
+    # No error event: the network drops. Each SDK (or LangChain) raises its own kind of
+    # error for that; all come out as the same interrupted answer.
+    settings = fake_llm_settings(fake, tmp_path, provider)
+    async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
+        fake.break_stream(3, drop=True)
+        pieces, whole = await collect(bot, "tell me something long")
+        assert "".join(pieces) == whole
+        assert whole.startswith("Here is a") and "I was cut off there: connection" in whole
+        _, answered = await bot.history("t1")
+        assert answered.content == "Here is a"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
 async def test_a_failure_before_any_text_is_an_apology(
     fake: FakeLLM, tmp_path: Path, local_embeddings, provider: str
 ) -> None:
@@ -127,6 +143,7 @@ async def test_feedback_is_counted_and_kept_with_the_answer(
     async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
         await bot.chat(user_id="u1", thread_id="t1", text="hello", message_id="m1")
         await bot.chat(user_id="u1", thread_id="t1", text="and again", message_id="m2")
+
         def bad() -> float:
             value = metrics.REGISTRY.get_sample_value("membot_feedback_total", {"rating": "bad"})
             return value or 0.0

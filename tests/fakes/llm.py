@@ -186,7 +186,8 @@ class FakeLLM(ThreadedServer):
         self.requests: list[Received] = []
         self.holds: list[Hold] = []
         self._failures: deque[tuple[int, str | None, str | None]] = deque()
-        self._breaks: deque[int] = deque()  # pieces each next stream sends before it breaks
+        # Each next stream: pieces it sends before it breaks, and whether the connection drops.
+        self._breaks: deque[tuple[int, bool]] = deque()
         self._ids = itertools.count(1)
 
     @property
@@ -210,10 +211,11 @@ class FakeLLM(ThreadedServer):
         """Answer the next `times` requests with a vendor-shaped error instead of a reply."""
         self._failures.extend([(status, error_type, message)] * times)
 
-    def break_stream(self, after_pieces: int, *, times: int = 1) -> None:
+    def break_stream(self, after_pieces: int, *, times: int = 1, drop: bool = False) -> None:
         """Break the next `times` streamed replies: each sends its first `after_pieces` pieces
-        (all, if it has fewer), then a vendor-shaped error event, and ends there."""
-        self._breaks.extend([after_pieces] * times)
+        (all, if it has fewer), then a vendor-shaped error event, and ends there. `drop`:
+        no error event; the connection is cut instead, as a network failure would."""
+        self._breaks.extend([(after_pieces, drop)] * times)
 
     def hold(self, matches: Callable[[Any], bool]) -> Hold:
         """Hold back the answers to requests whose body `matches` until `release()`."""
@@ -287,7 +289,7 @@ class FakeLLM(ThreadedServer):
         )
         response.content_type = "text/event-stream"
         response.charset = "utf-8"
-        breaks_after = self._breaks.popleft() if self._breaks else None
+        breaks_after, drop = self._breaks.popleft() if self._breaks else (None, False)
         gap = 1.0 / self.tokens_per_second if self.tokens_per_second else 0.0
         try:
             await response.prepare(request)
@@ -298,6 +300,10 @@ class FakeLLM(ThreadedServer):
                     break
                 await self._pause(self.first_token_delay if sent == 0 else gap)
                 await response.write(record)
+            if breaks_after is not None and drop:
+                if request.transport is not None:
+                    request.transport.close()  # mid-body: the client reads a cut response
+                return response
             if breaks_after is not None:
                 await response.write(stream.error)
             else:
