@@ -2,19 +2,42 @@
 
 Ids are namespaced like the platforms' (`console:<user>`, `console:<thread>`), so a
 console user's memories never mix with a Slack or Discord user's.
+
+Answers are printed as the model writes them. Lines are read with the standard library's
+`readline` (editing; up-arrow history, kept in the data directory) in a thread of their
+own, so the bot's background work (learning, scheduled jobs) goes on while the prompt
+waits. Ctrl-C means "stop what you are doing": at the prompt it leaves, like Ctrl-D;
+while an answer is being written it stops that answer and the prompt comes back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import signal
 import sys
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TextIO
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TextIO
 
 from langchain_core.messages import AIMessage
 
 from engine.bot import MemoryBot
+
+try:
+    import termios
+except ImportError:  # not on Windows; there is no terminal mode to put back there
+    termios = None  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
+
+HISTORY_FILE = "console_history"  # in the data directory
+HISTORY_LENGTH = 1000  # lines kept in it
+STOPPED = "(stopped)"  # shown when Ctrl-C stops an answer
 
 HELP = """Commands:
   /thread NAME   switch to (or start) conversation NAME
@@ -24,7 +47,8 @@ HELP = """Commands:
   /forget        erase what I remember about you
   /history       show this conversation so far
   /help          this text
-  /quit          leave (Ctrl-D works too)"""
+  /quit          leave (Ctrl-D or Ctrl-C work too)
+Ctrl-C while I am answering stops the answer."""
 
 
 def user_id(name: str) -> str:
@@ -35,19 +59,48 @@ def thread_id(name: str) -> str:
     return f"console:{name}"
 
 
+def _ignore() -> None:
+    """What Ctrl-C does while a command runs: nothing. Commands are short store reads and
+    `/forget`, which must not stop half way."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C at the prompt: the user wants to leave."""
+
+
 @dataclass
 class ConsoleSession:
     bot: MemoryBot
     user: str
     thread: str
     out: TextIO = sys.stdout
+    # What Ctrl-C does now; `on_ctrl_c` sets it for as long as something can be stopped.
+    ctrl_c: Callable[[], object] = field(default=_ignore, repr=False)
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
+    def write(self, text: str) -> None:
+        """Part of a line, shown at once: an answer is read as it is written."""
+        self.out.write(text)
+        self.out.flush()
+
     @property
     def prompt(self) -> str:
         return f"{self.user}@{self.thread}> "
+
+    def interrupt(self) -> None:
+        """Ctrl-C was pressed (called on the event loop, never inside other code)."""
+        self.ctrl_c()
+
+    @contextlib.contextmanager
+    def on_ctrl_c(self, action: Callable[[], object]) -> Iterator[None]:
+        """Ctrl-C does `action` inside the block, and what it did before afterwards."""
+        before, self.ctrl_c = self.ctrl_c, action
+        try:
+            yield
+        finally:
+            self.ctrl_c = before
 
     async def handle(self, line: str) -> bool:
         """One line of input; False when the user wants to leave."""
@@ -56,11 +109,47 @@ class ConsoleSession:
             return True
         if line.startswith("/"):
             return await self._command(line)
-        reply = await self.bot.chat(
+        await self._answer(line)
+        return True
+
+    async def _answer(self, line: str) -> None:
+        """Answer `line` as it is written. Ctrl-C cancels the writing task, which closes
+        the stream: the engine cancels the turn and frees the thread, and we are back at
+        the prompt. Cancelling this task (SIGTERM) cancels the writing task with it."""
+        writing = asyncio.create_task(self._write_answer(line))
+        with self.on_ctrl_c(writing.cancel):
+            try:
+                await writing
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the console itself is being stopped, not just this answer
+                self.say("")
+                self.say(STOPPED)
+
+    async def _write_answer(self, line: str) -> None:
+        self.write("bot: ")
+        shown: list[str] = []
+        stream = self.bot.stream(
             user_id=user_id(self.user), thread_id=thread_id(self.thread), text=line
         )
-        self.say(f"bot: {reply.text}")
-        return True
+        async with stream:
+            async for piece in stream:
+                self.write(piece)
+                shown.append(piece)
+        self._end_answer("".join(shown), stream.reply.text)
+
+    def _end_answer(self, shown: str, text: str) -> None:
+        """End the answer's line. The reply is what was shown, unless nothing was (a
+        refusal or an apology comes whole) or the turn failed midway: then its notice
+        replaces the partial text, so it goes on a line of its own."""
+        if text == shown:
+            self.say("")
+        elif not shown:
+            self.say(text)
+        else:
+            self.say("")
+            self.say(text)
 
     async def _command(self, line: str) -> bool:
         name, _, arg = line.partition(" ")
@@ -138,19 +227,187 @@ class ConsoleSession:
         self.say(HELP)
 
 
+class History:
+    """Readline's history, kept in a file so up-arrow reaches lines of earlier sessions.
+    Each line is appended as it is entered (a crash loses nothing) and the file is cut to
+    the last `HISTORY_LENGTH` lines as it is written. Private (0600): lines are what
+    people told the bot."""
+
+    def __init__(self, readline: ModuleType, path: Path) -> None:
+        self._readline = readline
+        self._path = path
+        self._length = readline.get_current_history_length()
+
+    @classmethod
+    def load(cls, path: Path) -> History | None:
+        """The history in `path`, or None without readline or when the file is unusable
+        (then typing still works, with no history kept)."""
+        try:
+            import readline
+        except ImportError:
+            return None
+        readline.set_history_length(HISTORY_LENGTH)
+        try:
+            path.touch(mode=0o600, exist_ok=True)
+            readline.read_history_file(path)
+        except OSError as err:
+            logger.warning("console history %s is unusable (%s); not kept", path, err)
+            return None
+        return cls(readline, path)
+
+    def save_new(self) -> None:
+        """Append the line `input()` just added. It adds none for an empty line or the
+        same line again, so the history's length tells."""
+        length = self._readline.get_current_history_length()
+        try:
+            if length > self._length:
+                self._readline.append_history_file(length - self._length, self._path)
+        except OSError as err:
+            logger.warning("could not save console history (%s)", err)
+        self._length = length
+
+
+def _terminal_mode(stream: TextIO) -> list[Any] | None:
+    """The terminal's settings, to put back if a line is abandoned; None if not a tty."""
+    if termios is None:
+        return None
+    try:
+        return termios.tcgetattr(stream.fileno())
+    except (OSError, ValueError, termios.error):  # not a terminal, or no file descriptor
+        return None
+
+
+class LineReader:
+    """Reads typed lines with `input()` (so readline, when present) in a daemon thread.
+
+    Why a thread of its own and not `asyncio.to_thread`: a line being typed cannot be taken
+    back from `input()`, so leaving at the prompt (Ctrl-C, SIGTERM) abandons the thread
+    where it waits. An executor's thread would then be waited for at exit, i.e. until the
+    next Enter; a daemon thread is not. Readline left the terminal unechoed and in
+    non-canonical mode for the abandoned line, so the saved settings are put back.
+
+    Why readline (beyond editing and history): it reads the terminal in non-canonical
+    mode, so a line is not cut at the kernel's canonical-mode limit of 4,095 characters.
+
+    After an abandoned line, `input()` is still waiting in that thread (and holds the
+    interpreter's readline lock), so a reader is not read from again after that.
+    """
+
+    def __init__(self, history: History | None = None, stdin: TextIO = sys.stdin) -> None:
+        self._history = history
+        self._terminal = _terminal_mode(stdin)
+        self._stdin = stdin
+        self._pending: asyncio.Future[str] | None = None
+
+    @classmethod
+    def for_console(cls, history_file: Path) -> LineReader:
+        """A reader of stdin, with a history in `history_file` when stdin is a terminal
+        (scripted input has no use for one)."""
+        interactive = _terminal_mode(sys.stdin) is not None
+        return cls(History.load(history_file) if interactive else None)
+
+    async def read(self, prompt: str) -> str:
+        """The next line. Raises EOFError at Ctrl-D (or the end of the input) and
+        `Interrupted` when `interrupt()` is called while it waits."""
+        loop = asyncio.get_running_loop()
+        self._pending = pending = loop.create_future()
+        returned = threading.Event()
+        threading.Thread(
+            target=self._input,
+            args=(loop, pending, prompt, returned),
+            name="console-input",
+            daemon=True,
+        ).start()
+        try:
+            line = await pending
+        finally:
+            self._pending = None
+            if not returned.is_set():
+                self._abandon()
+        if self._history is not None:
+            self._history.save_new()
+        return line
+
+    def interrupt(self) -> None:
+        """Stop waiting for the line being typed: `read` raises `Interrupted`."""
+        if self._pending is not None and not self._pending.done():
+            self._pending.set_exception(Interrupted())
+
+    def _input(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        pending: asyncio.Future[str],
+        prompt: str,
+        returned: threading.Event,
+    ) -> None:
+        """In the reading thread: `input()`, its outcome handed to the loop."""
+        try:
+            outcome: str | Exception = input(prompt)
+        except Exception as err:  # EOFError at Ctrl-D; anything else is raised by `read`
+            outcome = err
+        returned.set()
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(_settle, pending, outcome)
+
+    def _abandon(self) -> None:
+        """Give the terminal back as it was before readline took it for this line."""
+        if self._terminal is None or termios is None:
+            return
+        with contextlib.suppress(OSError, ValueError, termios.error):
+            termios.tcsetattr(self._stdin.fileno(), termios.TCSADRAIN, self._terminal)
+
+
+def _settle(pending: asyncio.Future[str], outcome: str | Exception) -> None:
+    if pending.done():  # given up on already (Ctrl-C, cancelled)
+        return
+    if isinstance(outcome, Exception):
+        pending.set_exception(outcome)
+    else:
+        pending.set_result(outcome)
+
+
+@contextlib.contextmanager
+def ctrl_c_calls(action: Callable[[], object]) -> Iterator[None]:
+    """Inside the block Ctrl-C calls `action` on the event loop instead of raising
+    KeyboardInterrupt into whatever runs. Afterwards the handler from before is back
+    (asyncio.run's, which cancels the main task). Without signals on the loop (Windows,
+    not the main thread) Ctrl-C keeps its usual meaning."""
+    loop = asyncio.get_running_loop()
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        loop.add_signal_handler(signal.SIGINT, action)
+    except (NotImplementedError, RuntimeError, ValueError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        if before is not None:
+            signal.signal(signal.SIGINT, before)
+
+
 async def run_console(
     bot: MemoryBot, *, user: str = "me", thread: str = "main", banner: str = ""
 ) -> None:
     session = ConsoleSession(bot=bot, user=user, thread=thread)
+    reader = LineReader.for_console(bot.settings.data_dir / HISTORY_FILE)
     if banner:
         session.say(banner)
     session.say("Type a message, or /help for commands.")
+    with ctrl_c_calls(session.interrupt):
+        await converse(session, reader)
+    session.say("Bye.")
+
+
+async def converse(session: ConsoleSession, reader: LineReader) -> None:
+    """Read and handle lines until /quit, Ctrl-D or Ctrl-C at the prompt."""
     while True:
         try:
-            line = await asyncio.to_thread(input, session.prompt)
-        except EOFError:
-            session.say("")
-            break
+            with session.on_ctrl_c(reader.interrupt):
+                line = await reader.read(session.prompt)
+        except (EOFError, Interrupted):
+            session.say("")  # the prompt's line is left unfinished
+            return
         if not await session.handle(line):
-            break
-    session.say("Bye.")
+            return

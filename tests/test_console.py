@@ -18,18 +18,35 @@ ROOT = Path(__file__).resolve().parents[1]
 PROMPT = r"\S+@\S+> "
 
 
-def spawn(command: str, args: list[str], data_dir: Path) -> pexpect.spawn:
+def spawn(
+    command: str, args: list[str], data_dir: Path, settings: dict[str, str] | None = None
+) -> pexpect.spawn:
+    """`command` in a pseudo-terminal, with none of the caller's membot or vendor settings
+    (the offline model, unless `settings` say otherwise) and its data in `data_dir`. Output
+    is buffered as in a person's terminal (no PYTHONUNBUFFERED), so what is not flushed
+    does not show."""
     env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("MEMBOT_", "SLACK_", "DISCORD_", "ANTHROPIC_", "OPENAI_"))
+        **{
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("MEMBOT_", "SLACK_", "DISCORD_", "ANTHROPIC_", "OPENAI_"))
+            and key != "PYTHONUNBUFFERED"
+        },
+        "MEMBOT_DATA_DIR": str(data_dir),
+        **(settings or {}),
     }
-    env["MEMBOT_DATA_DIR"] = str(data_dir)
     child = pexpect.spawn(
         command, args, cwd=str(ROOT), env=env, encoding="utf-8", timeout=120, echo=False
     )
     child.logfile_read = sys.stdout  # visible with pytest -s when something goes wrong
     return child
+
+
+def exit_status(child: pexpect.spawn) -> int | None:
+    """Wait for `child` to end (the terminal closes within `timeout`, or it fails); its
+    exit status. `wait`, not `close`: close hangs up on a child still on its way out."""
+    child.expect(pexpect.EOF)
+    return child.wait()
 
 
 def say(child: pexpect.spawn, line: str, expect: str) -> str:
@@ -57,7 +74,7 @@ def test_make_run_plays_the_seed_scenario_and_survives_a_restart(tmp_path: Path)
     say(child, "/nonsense", "Unknown command /nonsense")
     child.sendline("/quit")
     child.expect("Bye.")
-    child.expect(pexpect.EOF)
+    assert exit_status(child) == 0
 
     child = spawn("make", ["-s", "run"], tmp_path)
     child.expect(PROMPT)
@@ -71,7 +88,7 @@ def test_make_run_plays_the_seed_scenario_and_survives_a_restart(tmp_path: Path)
     say(child, "/memories", "I don't remember anything about you yet")
     child.sendeof()
     child.expect("Bye.")
-    child.expect(pexpect.EOF)
+    assert exit_status(child) == 0
 
 
 def test_membot_chat_takes_user_and_thread(tmp_path: Path) -> None:
@@ -83,4 +100,4 @@ def test_membot_chat_takes_user_and_thread(tmp_path: Path) -> None:
     say(child, "/why", re.escape("added 'I like green tea.' (by rules in console:t1)"))
     say(child, "/help", "/forget")
     child.sendline("/quit")
-    child.expect(pexpect.EOF)
+    assert exit_status(child) == 0
