@@ -33,6 +33,11 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.models.blocks import (
+    ContextActionsBlock,
+    FeedbackButtonObject,
+    FeedbackButtonsElement,
+)
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.audit import AuditLog
@@ -41,6 +46,7 @@ from bots.ops import add_ops_routes
 from bots.quiet import QuietPeriod
 from bots.replies import FILES_ONLY, TROUBLE
 from bots.slack_format import escape, to_mrkdwn
+from bots.slack_stream import MESSAGE_LIMIT, Delivery, StreamSupport, Target
 from engine.bot import MemoryBot, Reply
 from engine.inbox import Inbound
 from engine.settings import Settings
@@ -48,8 +54,13 @@ from engine.turns import Ticket
 
 logger = logging.getLogger(__name__)
 
-MESSAGE_LIMIT = 3_900  # Slack truncates long texts; well under its 4,000-character advice
 THINKING = "_Thinking…_"
+STATUS = "is thinking…"
+LOADING = ["Looking through what you've told me…", "Thinking it over…"]
+FEEDBACK_ACTION = "membot_feedback"
+# The events the adapter listens to (deploy/slack-manifest.yaml subscribes to each; a
+# listener for `message` needs the message.channels/groups/im subscriptions).
+EVENTS = ("app_mention", "message", "assistant_thread_started", "assistant_thread_context_changed")
 # Message subtypes that are a person talking; all others (edits, deletions, joins,
 # bot messages, ...) are ignored.
 USER_SUBTYPES = {None, "file_share", "thread_broadcast"}
@@ -108,6 +119,7 @@ class SlackAdapter:
             signing_secret=secret.get_secret_value() if secret else "",
             process_before_response=False,  # ack first, think afterwards
         )
+        self.streams = StreamSupport()  # whether chat.startStream works here, once known
         self.quiet = QuietPeriod()
         self.audit = AuditLog(settings.audit_log_path)
         self._admins = {a.strip() for a in settings.slack_admins.split(",") if a.strip()}
@@ -118,16 +130,16 @@ class SlackAdapter:
     def _register(self) -> None:
         app = self.app
         app.middleware(self._note_arrival)
-        app.event("app_mention")(self._on_mention)
-        app.event("message")(self._on_message)
-        # Sent to assistant apps (the manifest enables the assistant view). Nothing to do,
-        # but an event without a listener is not acked and Slack would keep retrying it.
-        for assistant_event in ("assistant_thread_started", "assistant_thread_context_changed"):
-            app.event(assistant_event)(_nothing)
+        listeners = {"app_mention": self._on_mention, "message": self._on_message}
+        for event in EVENTS:
+            # Sent to assistant apps (the manifest enables the assistant view). Nothing to
+            # do, but an event without a listener is not acked and Slack keeps retrying it.
+            app.event(event)(listeners.get(event, _nothing))
         app.command("/memories")(self._memories_command)
         app.command("/forget")(self._forget_command)
         app.action("forget_confirm")(self._forget_confirmed)
         app.action("forget_cancel")(self._forget_cancelled)
+        app.action(FEEDBACK_ACTION)(self._feedback_given)
         app.error(self._on_error)
 
     async def _identify(self) -> AuthorizeResult:
@@ -243,60 +255,144 @@ class SlackAdapter:
         await self._complete(self._client, ticket)
 
     async def _complete(self, client: AsyncWebClient, ticket: Ticket) -> None:
-        """Show progress, answer, deliver and close: each step saved to the ticket, so a
-        takeover continues instead of repeating (the placeholder is reused, parts already
-        posted are not posted again)."""
+        """Show progress, answer as the model writes, and close: each message of the answer
+        is saved to the ticket as soon as it exists, so a takeover continues (with
+        chat.update) instead of repeating."""
+        if _legacy_parts(ticket):
+            await self._complete_legacy(client, ticket)
+            return
+        known = ticket.inbound.reply is not None
+        delivery = await self._delivery(client, ticket)
         try:
-            if "placeholder" not in ticket.route and ticket.inbound.reply is None:
-                await ticket.note(placeholder=await self._show_progress(client, ticket.route))
-            reply = await ticket.answer()
-        except Exception:
-            logger.exception("slack: answering in %s failed", ticket.inbound.thread_id)
-            reply = Reply(TROUBLE, "", False, error=True)
-        try:
-            await self._deliver(client, ticket, reply.text)
+            async with delivery:
+                reply = await self._answer_into(ticket, delivery, known)
+                text = reply.text[delivery.base :] if known else reply.text
+                if known:
+                    delivery.add(text)
+                await delivery.finish(text, blocks=_feedback_blocks(ticket, reply))
         except SlackApiError as err:
-            error = err.response.get("error")
             if err.response.status_code == 429 or err.response.status_code >= 500:
                 # Slack is struggling (past the client's own retries): the entry stays
-                # open and the answer is delivered by a later sweep.
-                logger.warning("slack: delivery postponed (%s)", error or err.response.status_code)
+                # open and the answer is delivered by a later sweep, where it left off.
+                logger.warning("slack: delivery postponed (%s)", _error_of(err))
                 return
-            logger.warning("slack: could not deliver the answer (%s)", error)  # nobody to tell
+            logger.warning("slack: could not deliver the answer (%s)", _error_of(err))
+        except (aiohttp.ClientError, TimeoutError) as err:
+            logger.warning("slack: delivery postponed (%s)", type(err).__name__)
+            return
         await ticket.done()
 
-    async def _show_progress(self, client: AsyncWebClient, route: dict[str, Any]) -> str | None:
-        """Assistant threads get a status line; elsewhere a placeholder message that the
-        answer replaces. Returns the placeholder's ts, if one was posted."""
-        channel, reply_in = route["channel"], route.get("reply_in")
-        if route.get("assistant"):
-            try:
-                await client.assistant_threads_setStatus(
-                    channel_id=channel, thread_ts=reply_in, status="is thinking…"
-                )
-                return None
-            except SlackApiError:
-                pass  # not an assistant thread: fall back to a placeholder
-        posted = await client.chat_postMessage(channel=channel, thread_ts=reply_in, text=THINKING)
-        return posted["ts"]
+    async def _answer_into(self, ticket: Ticket, delivery: Delivery, known: bool) -> Reply:
+        """The turn, each piece handed to `delivery` as the model writes it (a reply known
+        before is delivered whole by the caller, from where delivery had got to)."""
+        try:
+            stream = ticket.stream()
+            async with stream:
+                async for piece in stream:
+                    if not known:
+                        delivery.add(piece)
+            return stream.reply
+        except Exception:
+            logger.exception("slack: answering in %s failed", ticket.inbound.thread_id)
+            return Reply(TROUBLE, "", False, error=True)
 
-    async def _deliver(self, client: AsyncWebClient, ticket: Ticket, text: str) -> None:
-        """The answer in parts within Slack's limit; the first replaces the placeholder.
-        Progress is saved after each part: nothing is posted twice after a takeover."""
+    async def _delivery(self, client: AsyncWebClient, ticket: Ticket) -> Delivery:
+        """How this answer goes out. A takeover finishes the messages a dead process left
+        with edits (from where delivery got to if the answer was known, else rewriting
+        them all); a reply known before goes out whole; a new answer streams where Slack
+        lets it, else edits a placeholder."""
+        route, target = ticket.route, _target(ticket)
+        await _drop(client, target.channel, route.get("obsolete"))
+        placeholder, earlier = route.get("placeholder"), _ts_list(route.get("earlier"))
+        spare = _ts_list(route.get("spare"))
+        reply, common = ticket.inbound.reply, {"client": client, "target": target}
+        common |= {"note": ticket.note, "support": self.streams}
+        offset = route.get("offset", 0)
+        if reply is not None and isinstance(offset, int) and 0 <= offset <= len(reply):
+            seeds = ([placeholder] if placeholder else []) + spare
+            return Delivery(seeds=seeds, earlier=earlier, base=offset, **common)
+        if placeholder or earlier or spare:
+            return Delivery(
+                seeds=[*earlier, *([placeholder] if placeholder else []), *spare], **common
+            )
+        return await self._new_delivery(client, ticket, target, common)
+
+    async def _new_delivery(
+        self, client: AsyncWebClient, ticket: Ticket, target: Target, common: dict[str, Any]
+    ) -> Delivery:
+        """Progress first: the assistant thread's status line, else (unless the answer is
+        known to stream) a "Thinking…" placeholder. Then a stream where one can go (a
+        thread, in a workspace that has not refused it), else edits."""
+        streams = bool(target.thread_ts) and self.streams.allows(target.channel)
+        status = ticket.route.get("assistant") and await self._set_status(client, target)
+        thinking = None
+        if not status and not (streams and self.streams.known):
+            thinking = await self._post_thinking(client, target)
+            await ticket.note(placeholder=thinking)
+        if streams:
+            return Delivery(stream=True, thinking=thinking, **common)
+        return Delivery(seeds=[thinking] if thinking else [], **common)
+
+    async def _set_status(self, client: AsyncWebClient, target: Target) -> bool:
+        """The assistant thread's "is thinking…" (Slack clears it when the answer comes)."""
+        try:
+            await client.assistant_threads_setStatus(
+                channel_id=target.channel,
+                thread_ts=target.thread_ts or "",
+                status=STATUS,
+                loading_messages=LOADING,
+            )
+        except SlackApiError:
+            return False  # not an assistant thread: a placeholder instead
+        return True
+
+    async def _post_thinking(self, client: AsyncWebClient, target: Target) -> str | None:
+        try:
+            posted = await client.chat_postMessage(
+                channel=target.channel, thread_ts=target.thread_ts, text=THINKING
+            )
+        except SlackApiError as err:  # the answer is still tried: it may go through
+            logger.warning("slack: could not post a placeholder (%s)", _error_of(err))
+            return None
+        return str(posted["ts"])
+
+    async def _complete_legacy(self, client: AsyncWebClient, ticket: Ticket) -> None:
+        """An entry an older version left half delivered (`posted`: how many of its parts,
+        cut from the whole answer's mrkdwn, are in Slack): the rest of them."""
         route = ticket.route
-        channel, reply_in = route["channel"], route.get("reply_in")
-        placeholder = route.get("placeholder")
-        parts = split_message(to_mrkdwn(text), MESSAGE_LIMIT)
-        for n, part in enumerate(parts):
-            if n < int(route.get("posted", 0)):
-                continue
-            if n == 0 and placeholder:
-                await client.chat_update(channel=channel, ts=placeholder, text=part)
-            else:
-                await client.chat_postMessage(channel=channel, thread_ts=reply_in, text=part)
-            if n + 1 < len(parts):
-                await ticket.note(posted=n + 1)
-            route = ticket.route
+        parts = split_message(to_mrkdwn(ticket.inbound.reply or ""), MESSAGE_LIMIT)
+        for n in range(int(route["posted"]), len(parts)):
+            await client.chat_postMessage(
+                channel=route["channel"], thread_ts=route.get("reply_in"), text=parts[n]
+            )
+            await ticket.note(posted=n + 1)
+        await ticket.done()
+
+    async def _feedback_given(self, ack: Any, body: dict[str, Any], respond: Any) -> None:
+        """A thumbs up or down under an answer: counted and kept with the answer. Only the
+        person who asked rates it (one rating is kept per answer, and it is theirs to
+        give); anyone else is told so, privately."""
+        await ack()
+        rating = _feedback_choice(body)
+        user = body.get("user") if isinstance(body.get("user"), dict) else {}
+        team = _str(body.get("team") if isinstance(body.get("team"), dict) else {}, "id")
+        team, clicker = team or _str(user, "team_id"), _str(user, "id")
+        if rating is None or not clicker or not rating["thread"].startswith(f"slack:{team}:"):
+            logger.info("slack: a feedback click that is not ours was ignored")
+            return
+        if rating["asker"] != user_key(team, clicker):
+            await respond(
+                text="Only the person who asked can rate this answer.",
+                response_type="ephemeral",
+                replace_original=False,
+            )
+            return
+        await self.bot.feedback(
+            user_id=rating["asker"],
+            thread_id=rating["thread"],
+            message_id=rating["message"],
+            good=rating["rating"] == "good",
+        )
 
     # -- slash commands ----------------------------------------------------------------
 
@@ -446,6 +542,76 @@ class SlackAdapter:
 
 async def _nothing() -> None:
     return None
+
+
+def _target(ticket: Ticket) -> Target:
+    """Where the ticket's answer goes; who asked is in its user key (slack:<team>:<user>)."""
+    route = ticket.route
+    _, team, user = [*ticket.inbound.user_id.split(":", 2), "", ""][:3]
+    return Target(route["channel"], route.get("reply_in") or None, team, user)
+
+
+def _ts_list(value: Any) -> list[str]:
+    return [ts for ts in value if isinstance(ts, str) and ts] if isinstance(value, list) else []
+
+
+def _legacy_parts(ticket: Ticket) -> bool:
+    route = ticket.route
+    return (
+        ticket.inbound.reply is not None
+        and isinstance(route.get("posted"), int)
+        and route["posted"] > 0
+        and "offset" not in route
+    )
+
+
+async def _drop(client: AsyncWebClient, channel: str, ts: Any) -> None:
+    """Delete a placeholder a stream had replaced, if a crash left it behind."""
+    if isinstance(ts, str) and ts:
+        try:
+            await client.chat_delete(channel=channel, ts=ts)
+        except SlackApiError:
+            pass  # gone already
+
+
+def _error_of(err: SlackApiError) -> str:
+    return str(err.response.get("error") or err.response.status_code)
+
+
+def _feedback_blocks(ticket: Ticket, reply: Reply) -> list[dict[str, Any]] | None:
+    """Thumbs up and down under an answer (Slack's feedback buttons, in a context_actions
+    block); each button's value says what is rated: the thread, the person's message, who
+    asked. None for notices and apologies: there is nothing to rate."""
+    if reply.error or reply.refused:
+        return None
+    inbound = ticket.inbound
+
+    def button(rating: str, emoji: str, label: str) -> FeedbackButtonObject:
+        value = {"rating": rating, "thread": inbound.thread_id}
+        value |= {"message": inbound.message_id, "asker": inbound.user_id}
+        return FeedbackButtonObject(
+            text=emoji, accessibility_label=label, value=json.dumps(value, separators=(",", ":"))
+        )
+
+    buttons = FeedbackButtonsElement(
+        action_id=FEEDBACK_ACTION,
+        positive_button=button("good", "👍", "This answer was helpful"),
+        negative_button=button("bad", "👎", "This answer was not helpful"),
+    )
+    block = ContextActionsBlock(elements=[buttons], block_id=f"feedback:{inbound.message_id}")
+    return [block.to_dict()]
+
+
+def _feedback_choice(body: dict[str, Any]) -> dict[str, str] | None:
+    """A feedback button's value, or None if it is not one of ours."""
+    try:
+        choice = json.loads(body["actions"][0]["value"])
+    except (TypeError, KeyError, IndexError, ValueError):
+        return None
+    keys = ("rating", "thread", "message", "asker")
+    if not isinstance(choice, dict) or not all(isinstance(choice.get(k), str) for k in keys):
+        return None
+    return choice if choice["rating"] in ("good", "bad") else None
 
 
 def _team(event: dict[str, Any], body: dict[str, Any]) -> str:

@@ -17,6 +17,20 @@ event loop, for the real clients to do their whole job against it::
 Web API methods answer only what our bot uses; anything else is `unknown_method`. Like Slack,
 `apps.connections.open` wants an `xapp-` token and every other method refuses one. Calls
 without a token get `not_authed`; a missing required argument gets `invalid_arguments`.
+
+Messages the bot makes are kept (`messages`, by ts; `bot_messages(channel, thread_ts)`), so a
+test reads what each finally shows (`Message.body`) however it got there: posted, edited,
+or streamed. Text streaming (`chat.startStream` / `appendStream` / `stopStream`) exists only
+with `FakeSlack(streaming=True)`; without it those methods are `unknown_method`, a Slack
+that cannot stream, which is what the tests written before streaming expect (the adapter
+falls back to its placeholder there). `fail("chat.startStream", error="not_allowed")` makes
+one start fail on a streaming fake. A stream follows the methods' documentation and what
+slack_sdk sends: it is a reply in a thread (`thread_ts`), names its recipient
+(`recipient_user_id` and `recipient_team_id`), takes text as `markdown_text` or as
+`chunks` of type `markdown_text` (at most 12,000 characters each), answers `ts`, and after
+`stopStream` (which may carry the last text and `blocks`) takes no more appends
+(`message_not_in_streaming_state`). `assistant.threads.setStatus` is kept per thread
+(`status_of`) and cleared, as Slack does, when the bot replies in that thread.
 """
 
 # The waits take `timeout=` because tests read better that way than wrapped in asyncio.timeout.
@@ -35,7 +49,7 @@ import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -123,6 +137,34 @@ class Call:
     token: str | None
 
 
+@dataclass
+class Message:
+    """A message the bot made: `body` is what it shows now (its text, the text of its last
+    edit, or the Markdown streamed into it); `streaming` until its stream is stopped."""
+
+    channel: str
+    ts: str
+    thread_ts: str | None
+    body: str
+    blocks: list[JSON] = field(default_factory=list)
+    streamed: bool = False
+    streaming: bool = False
+    deleted: bool = False
+
+
+STREAM_METHODS = ("chat.startStream", "chat.appendStream", "chat.stopStream")
+MARKDOWN_LIMIT = 12_000  # characters of markdown_text one call may carry
+
+
+def streamed_text(args: JSON) -> str:
+    """The Markdown one streaming call carries: `markdown_text`, or its markdown chunks."""
+    chunks = args.get("chunks") or []
+    if isinstance(chunks, str):
+        chunks = json.loads(chunks)
+    pieces = [c.get("text", "") for c in chunks if c.get("type") == "markdown_text"]
+    return (args.get("markdown_text") or "") + "".join(pieces)
+
+
 @dataclass(frozen=True)
 class Delivered:
     """What the app answered to one HTTP-mode request; `seconds` is Slack's view of ack time
@@ -146,6 +188,29 @@ class _Error(Exception):
     """Raised by a method handler to answer `{"ok": false, "error": ...}`."""
 
 
+def _blocks(args: JSON) -> list[JSON]:
+    blocks = args.get("blocks") or []
+    return json.loads(blocks) if isinstance(blocks, str) else blocks  # a string when a form
+
+
+def _stream_text(args: JSON) -> str:
+    """A streaming call's Markdown, checked as Slack checks it."""
+    chunks = args.get("chunks") or []
+    if isinstance(chunks, str):
+        chunks = json.loads(chunks)
+    if not isinstance(chunks, list) or any(
+        not isinstance(c, dict)
+        or c.get("type") != "markdown_text"
+        or not isinstance(c.get("text"), str)
+        for c in chunks
+    ):
+        raise _Error("invalid_chunks")  # our bot sends text only
+    texts = [args.get("markdown_text") or "", *(c["text"] for c in chunks)]
+    if any(len(t) > MARKDOWN_LIMIT for t in texts):
+        raise _Error("msg_too_long")
+    return streamed_text(args)
+
+
 class FakeSlack:
     """Slack's Web API, response URLs, HTTP-mode delivery and a Socket Mode endpoint."""
 
@@ -158,8 +223,12 @@ class FakeSlack:
         team_id: str = "T1",
         team: str = "Test Team",
         app_id: str = "A1",
+        streaming: bool = False,
     ) -> None:
         self.signing_secret, self.app_id = signing_secret, app_id
+        self.streaming = streaming
+        self.messages: dict[str, Message] = {}  # the bot's messages, by ts
+        self.statuses: dict[tuple[str, str], str] = {}  # (channel, thread_ts) -> status
         self.bot_user_id, self.bot_id, self.team_id, self.team = bot_user_id, bot_id, team_id, team
         self.calls: list[Call] = []
         self.users: dict[str, JSON] = {}
@@ -174,12 +243,15 @@ class FakeSlack:
         self._methods: dict[str, Callable[[JSON], JSON]] = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._post_message,
-            "chat.update": lambda a: {"channel": a["channel"], "ts": a["ts"], "text": a["text"]},
+            "chat.update": self._update,
             "chat.postEphemeral": lambda a: {"message_ts": fresh_ts()},
-            "chat.delete": lambda a: {"channel": a["channel"], "ts": a["ts"]},
+            "chat.delete": self._delete,
+            "chat.startStream": self._start_stream,
+            "chat.appendStream": self._append_stream,
+            "chat.stopStream": self._stop_stream,
             "users.info": self._users_info,
             "conversations.replies": self._replies,
-            "assistant.threads.setStatus": lambda a: {},
+            "assistant.threads.setStatus": self._set_status,
             "apps.connections.open": lambda a: {"url": self.socket_url},
         }
 
@@ -204,6 +276,20 @@ class FakeSlack:
 
     def calls_to(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
+
+    def bot_messages(self, channel: str, thread_ts: str | None = None) -> list[Message]:
+        """The bot's messages in `channel` (in the thread `thread_ts`, if given), oldest
+        first, deleted ones left out."""
+        found = [
+            m
+            for m in self.messages.values()
+            if m.channel == channel and not m.deleted and (thread_ts in (None, m.thread_ts))
+        ]
+        return sorted(found, key=lambda m: float(m.ts))
+
+    def status_of(self, channel: str, thread_ts: str) -> str:
+        """The assistant thread's status line now ("" when none shows)."""
+        return self.statuses.get((channel, thread_ts), "")
 
     async def wait_for(
         self,
@@ -271,7 +357,7 @@ class FakeSlack:
             headers = {"Retry-After": "0"} if status == 429 else None
             return web.json_response({"ok": False, "error": error}, status=status, headers=headers)
         try:
-            if method not in self._methods:
+            if method not in self._methods or (method in STREAM_METHODS and not self.streaming):
                 raise _Error("unknown_method")
             if not token:
                 raise _Error("not_authed")
@@ -291,16 +377,93 @@ class FakeSlack:
     def _post_message(self, args: JSON) -> JSON:
         if not args.get("channel"):
             raise _Error("channel_not_found")
-        if not any(args.get(k) for k in ("text", "blocks", "attachments")):
+        if not any(args.get(k) for k in ("text", "blocks", "attachments", "markdown_text")):
             raise _Error("no_text")
         ts = fresh_ts()
-        msg = {"type": "message", "text": args.get("text", ""), "user": self.bot_user_id}
+        text = args.get("text") or args.get("markdown_text") or ""
+        msg = {"type": "message", "text": text, "user": self.bot_user_id}
         msg |= {"bot_id": self.bot_id, "ts": ts}
         if args.get("thread_ts"):
             msg["thread_ts"] = args["thread_ts"]
-        if blocks := args.get("blocks"):  # a JSON string when form-encoded
-            msg["blocks"] = json.loads(blocks) if isinstance(blocks, str) else blocks
+        if blocks := _blocks(args):
+            msg["blocks"] = blocks
+        self._keep(Message(args["channel"], ts, args.get("thread_ts") or None, text, blocks))
         return {"channel": args["channel"], "ts": ts, "message": msg}
+
+    def _keep(self, message: Message) -> None:
+        """Record a new bot message; a reply in a thread clears that thread's status."""
+        self.messages[message.ts] = message
+        if message.thread_ts:
+            self.statuses.pop((message.channel, message.thread_ts), None)
+
+    def _update(self, args: JSON) -> JSON:
+        """Lenient like the fake always was: a ts it never issued is taken as a message made
+        before the test began (tests of a dead process's placeholder rely on that)."""
+        channel, ts = args["channel"], args["ts"]
+        if not any(args.get(k) for k in ("text", "blocks", "attachments", "markdown_text")):
+            raise _Error("no_text")
+        message = self.messages.get(ts) or Message(channel, ts, None, "")
+        if message.channel != channel:
+            raise _Error("message_not_found")
+        if message.deleted:
+            raise _Error("message_not_found")
+        message.body = args.get("text") or args.get("markdown_text") or ""
+        message.blocks = _blocks(args)
+        self.messages[ts] = message
+        return {"channel": channel, "ts": ts, "text": message.body}
+
+    def _delete(self, args: JSON) -> JSON:
+        channel, ts = args["channel"], args["ts"]
+        message = self.messages.get(ts)
+        if message is not None:
+            if message.channel != channel or message.deleted:
+                raise _Error("message_not_found")
+            message.deleted = True
+        return {"channel": channel, "ts": ts}
+
+    def _set_status(self, args: JSON) -> JSON:
+        key = (args["channel_id"], args["thread_ts"])
+        self.statuses[key] = args["status"]
+        if not args["status"]:
+            del self.statuses[key]
+        return {}
+
+    def _start_stream(self, args: JSON) -> JSON:
+        channel, thread_ts = args["channel"], args.get("thread_ts")
+        if not channel:
+            raise _Error("channel_not_found")
+        if not thread_ts:
+            raise _Error("invalid_arguments")  # streamed messages are replies to a request
+        for recipient in ("recipient_user_id", "recipient_team_id"):
+            if not args.get(recipient):
+                raise _Error(f"missing_{recipient}")
+        ts = fresh_ts()
+        text = _stream_text(args)
+        self._keep(Message(channel, ts, thread_ts, text, streamed=True, streaming=True))
+        return {"channel": channel, "ts": ts}
+
+    def _streaming(self, args: JSON) -> Message:
+        message = self.messages.get(args["ts"])
+        if message is None or message.deleted or message.channel != args["channel"]:
+            raise _Error("message_not_found")
+        if not message.streaming:
+            raise _Error("message_not_in_streaming_state")
+        return message
+
+    def _append_stream(self, args: JSON) -> JSON:
+        message = self._streaming(args)
+        text = _stream_text(args)
+        if not text:
+            raise _Error("invalid_arguments")  # markdown_text is required
+        message.body += text
+        return {"channel": message.channel, "ts": message.ts}
+
+    def _stop_stream(self, args: JSON) -> JSON:
+        message = self._streaming(args)
+        message.body += _stream_text(args)
+        message.blocks = _blocks(args)
+        message.streaming = False
+        return {"channel": message.channel, "ts": message.ts, "message": {"text": message.body}}
 
     def _users_info(self, args: JSON) -> JSON:
         if args.get("user") not in self.users:
@@ -372,11 +535,16 @@ class FakeSlack:
         message_ts: str | None = None,
         block_id: str = "b1",
         team_id: str | None = None,
+        action_type: str = "button",
     ) -> JSON:
-        """A button click on a bot message, as `block_actions` (form field or `interactive`)."""
+        """A button click on a bot message, as `block_actions` (form field or `interactive`).
+        `action_type="feedback_buttons"`: a click on one of a feedback_buttons element's two
+        buttons, which Slack reports with that button's `value` and `text`."""
         team_id, message_ts = team_id or self.team_id, message_ts or fresh_ts()
         bot_message = {"type": "message", "ts": message_ts, "user": self.bot_user_id}
-        action = {"type": "button", "action_id": action_id, "block_id": block_id, "value": value}
+        action = {"type": action_type, "action_id": action_id, "block_id": block_id, "value": value}
+        if action_type == "feedback_buttons":
+            action["text"] = {"type": "plain_text", "text": "feedback", "emoji": True}
         return {
             "type": "block_actions",
             "user": {"id": user_id, "username": user_id.lower(), "team_id": team_id},
