@@ -135,6 +135,8 @@ class Call:
     method: str
     args: JSON
     token: str | None
+    # When it arrived (`time.perf_counter()`), for bench/; tests never assert a duration.
+    at: float = field(default_factory=time.perf_counter, compare=False)
 
 
 @dataclass
