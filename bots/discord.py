@@ -18,8 +18,13 @@ a dead process had accepted is answered by whoever takes it over, where delivery
 Every interaction is acknowledged (deferred) before the engine is called: Discord drops
 one not acknowledged within 3 seconds, and a memory lookup waits for learning in progress.
 
-Every message is sent with `AllowedMentions.none()`, so nothing a model (or a stored
-memory) writes can ping @everyone, a role or a user.
+Answers stream (bots/discord_stream.py): typing until the model's first text, then a
+message edited as the text grows (paced per channel), continued in further messages past
+2,000 characters; an `/ask` streams into its deferred response and follow-ups. Progress is
+saved on the ticket, so a takeover finishes the messages already posted.
+
+Every message is sent and edited with `AllowedMentions.none()`, so nothing a model (or a
+stored memory) writes can ping @everyone, a role or a user.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,16 +44,25 @@ from discord import app_commands
 
 from bots.audit import AuditLog
 from bots.chunking import split_message
+from bots.discord_stream import (
+    MESSAGE_LIMIT,
+    NO_PINGS,
+    ChannelOutlet,
+    Delivery,
+    Held,
+    InteractionOutlet,
+    Outlet,
+    Pacer,
+    Postable,
+)
 from bots.replies import FILES_ONLY, TROUBLE
-from engine.bot import MemoryBot, Reply
+from engine.bot import MemoryBot
 from engine.inbox import Inbound
 from engine.settings import Settings
 from engine.turns import Ticket
 
 logger = logging.getLogger(__name__)
 
-MESSAGE_LIMIT = 2_000
-NO_PINGS = discord.AllowedMentions.none()
 USER_MESSAGES = (discord.MessageType.default, discord.MessageType.reply)
 # Discord's error codes: a second acknowledgement of one interaction (another replica
 # acknowledged it first), and an interaction whose 3-second window has closed.
@@ -62,6 +78,7 @@ REPLYABLE = (
     discord.Thread,
     discord.DMChannel,
 )
+POSTABLE = (*REPLYABLE, discord.PartialMessageable)  # also a channel discord.py has not cached
 Replyable = (
     discord.TextChannel
     | discord.VoiceChannel
@@ -69,8 +86,6 @@ Replyable = (
     | discord.Thread
     | discord.DMChannel
 )
-# Posts part `n` of an answer where it belongs (a reply, a follow-up, ...).
-Send = Callable[[int, str], Awaitable[None]]
 
 
 def user_key(settings: Settings, guild_id: int | None, user_id: int) -> str:
@@ -138,6 +153,10 @@ class DiscordAdapter:
         self.settings = settings
         self.audit = AuditLog(settings.audit_log_path)
         self.owners = owner_ids(settings)
+        self.pacer = Pacer()  # one per bot: Discord's limits are per channel
+        # Conversations with an answer on its way: it streams before the turn is saved, and
+        # a follow-up sent meanwhile is to the bot as much as one after it.
+        self.answering: Counter[str] = Counter()
         self.client = make_client(settings, **client_options)
         self.tree = app_commands.CommandTree(self.client)
         self.client.setup_hook = self._setup  # type: ignore[method-assign]
@@ -167,10 +186,12 @@ class DiscordAdapter:
         in_dm = isinstance(message.channel, discord.DMChannel)
         if message.guild is None and not in_dm:
             return  # a server discord.py has not cached: never mistake it for a DM
+        if not isinstance(message.channel, POSTABLE):
+            return  # not a channel one can post in (a group DM: bots are never in one)
         guild_id = message.guild.id if message.guild else None
         if guild_id is not None and not await self._addressed(message, me):
             return
-        await self._answer(message, guild_id, me)
+        await self._answer(message, message.channel, guild_id, me)
 
     async def _addressed(self, message: discord.Message, me: discord.ClientUser) -> bool:
         """In a server: a mention of us (not @everyone), or a thread we take part in. The
@@ -180,12 +201,15 @@ class DiscordAdapter:
             return True
         channel = message.channel
         if isinstance(channel, discord.Thread) and self.settings.discord_message_content:
-            return channel.owner_id == me.id or await self.bot.takes_part_in(
-                thread_key(channel.guild.id, channel.id)
-            )
+            thread = thread_key(channel.guild.id, channel.id)
+            if channel.owner_id == me.id or self.answering[thread]:
+                return True
+            return await self.bot.takes_part_in(thread)
         return False
 
-    async def _answer(self, message: discord.Message, guild_id: int | None, me: Any) -> None:
+    async def _answer(
+        self, message: discord.Message, channel: Postable, guild_id: int | None, me: Any
+    ) -> None:
         text = re.sub(rf"<@!?{me.id}>", "", message.content).strip()
         inbound = Inbound(
             key=message_key(message.id),
@@ -206,7 +230,8 @@ class DiscordAdapter:
             if not text and message.attachments:
                 await ticket.note(reply=FILES_ONLY)
             reply_to = message.to_reference(fail_if_not_exists=False)
-            await self._complete(ticket, _to_channel(message.channel, reply_to), message.channel)
+            outlet = ChannelOutlet(channel, reply_to, key=ticket.inbound.key)
+            await self._complete(ticket, outlet, channel)
         except Exception:
             logger.exception("discord: answering message %s failed", message.id)
         finally:
@@ -220,20 +245,20 @@ class DiscordAdapter:
             logger.info("discord: %s can no longer be answered; closed", ticket.inbound.key)
             await ticket.done()
             return
-        send, channel = reached
-        await self._complete(ticket, send, channel)
+        outlet, channel = reached
+        await self._complete(ticket, outlet, channel)
 
-    async def _reach(self, ticket: Ticket) -> tuple[Send, Replyable | None] | None:
-        """Where a taken-over answer goes: the `/ask`'s follow-up webhook while Discord
-        still accepts follow-ups; else its channel, as a reply to the message (posted
-        plainly in the channel if that message was deleted)."""
+    async def _reach(self, ticket: Ticket) -> tuple[Outlet, Replyable | None] | None:
+        """Where a taken-over answer goes: the `/ask`'s response and follow-ups (through
+        its webhook) while Discord still accepts them; else its channel, as a reply to the
+        message (posted plainly in the channel if that message was deleted)."""
         route = ticket.route
         followup = route.get("interaction")
         if followup and datetime.now(UTC) < ticket.inbound.at + FOLLOWUP_WINDOW:
             webhook = discord.Webhook.partial(
                 int(followup["application"]), str(followup["token"]), client=self.client
             )
-            return _to_followups(webhook), None
+            return InteractionOutlet(webhook, lane=int(route.get("channel") or 0)), None
         channel = await self._channel(route.get("channel"))
         if channel is None:
             return None
@@ -243,7 +268,7 @@ class DiscordAdapter:
             if message_id
             else None
         )
-        return _to_channel(channel, reply_to), channel
+        return ChannelOutlet(channel, reply_to, key=ticket.inbound.key), channel
 
     async def _channel(self, channel_id: Any) -> Replyable | None:
         """The channel, from discord.py's cache or REST (a DM is not cached after a
@@ -259,22 +284,16 @@ class DiscordAdapter:
         return channel if isinstance(channel, REPLYABLE) else None
 
     async def _complete(
-        self, ticket: Ticket, send: Send, typing_in: discord.abc.Messageable | None
+        self, ticket: Ticket, outlet: Outlet, typing_in: discord.abc.Messageable | None
     ) -> None:
-        """Answer (typing while the model works), deliver and close. A failure to answer
-        is delivered as an apology; Discord struggling (429 or 5xx past discord.py's own
-        retries) leaves the entry open for a later sweep; a place we may no longer post
-        to has nobody to tell, and the entry is closed."""
+        """Answer, streaming into `outlet` (typing in `typing_in` until the first text), and
+        close. A failure to answer is delivered as an apology; Discord struggling (429 or
+        5xx past discord.py's own retries) leaves the entry open for a later sweep, which
+        finishes the messages already posted; a place we may no longer post to has nobody
+        to tell, and the entry is closed."""
         try:
-            async with contextlib.AsyncExitStack() as stack:
-                if typing_in is not None and ticket.inbound.reply is None:
-                    await _show_typing(stack, typing_in)
-                reply = await ticket.answer()
-        except Exception:
-            logger.exception("discord: answering in %s failed", ticket.inbound.thread_id)
-            reply = Reply(TROUBLE, "", False, error=True)
-        try:
-            await self._deliver(ticket, reply.text, send)
+            with self._answering_in(ticket.inbound.thread_id):
+                await Delivery(ticket, outlet, self.pacer).run(typing_in)
         except discord.HTTPException as err:
             if err.status == 429 or err.status >= 500:
                 logger.warning("discord: delivery postponed (HTTP %s)", err.status)
@@ -284,17 +303,16 @@ class DiscordAdapter:
             )
         await ticket.done()
 
-    async def _deliver(self, ticket: Ticket, text: str, send: Send) -> None:
-        """The answer in parts within Discord's limit, progress saved after each part but
-        the last: after a takeover, parts already posted are not posted again."""
-        parts = split_message(text, MESSAGE_LIMIT)
-        posted = int(ticket.route.get("posted", 0))
-        for n, part in enumerate(parts):
-            if n < posted:
-                continue
-            await send(n, part)
-            if n + 1 < len(parts):
-                await ticket.note(posted=n + 1)
+    @contextlib.contextmanager
+    def _answering_in(self, thread: str) -> Iterator[None]:
+        """`thread` has an answer on its way while this lasts (see `answering`)."""
+        self.answering[thread] += 1
+        try:
+            yield
+        finally:
+            self.answering[thread] -= 1
+            if not self.answering[thread]:
+                del self.answering[thread]
 
     # -- slash commands --------------------------------------------------------------------
 
@@ -309,9 +327,19 @@ class DiscordAdapter:
             # 3-second window never waits on our database. The inbox entry that follows
             # makes the answer survive a crash: it holds the follow-up token (valid for 15
             # minutes, good for this interaction only, erased once answered).
-            if not await _acknowledge(interaction, thinking=True):
+            deferred = await _defer(interaction, thinking=True)
+            if deferred is None:
                 return
             channel_id = interaction.channel_id or 0
+            route: dict[str, Any] = {
+                "channel": channel_id,
+                "interaction": {
+                    "application": interaction.application_id,
+                    "token": interaction.token,
+                },
+            }
+            if deferred.original is not None:  # the answer's first message, to be edited
+                route |= {"via": "interaction", "messages": [Held(deferred.original).saved()]}
             ticket = await self.bot.accept(
                 Inbound(
                     key=interaction_key(interaction.id),
@@ -321,21 +349,16 @@ class DiscordAdapter:
                     text=question,
                     message_id=str(interaction.id),
                     at=interaction.created_at,
-                    route={
-                        "channel": channel_id,
-                        "interaction": {
-                            "application": interaction.application_id,
-                            "token": interaction.token,
-                        },
-                    },
+                    route=route,
                 )
             )
             if ticket is None:
                 # Shutting down: it waits in the inbox, and whoever takes it over answers
                 # through the follow-up webhook (it is acknowledged, so it can wait).
                 return
+            outlet = InteractionOutlet(interaction.followup, channel_id, interaction)
             try:
-                await self._complete(ticket, _to_followups(interaction.followup), None)
+                await self._complete(ticket, outlet, None)
             finally:
                 await ticket.release()
 
@@ -488,58 +511,40 @@ def _is_admin(interaction: discord.Interaction) -> bool:
     return bool(interaction.guild_id and (permissions.manage_guild or permissions.administrator))
 
 
+@dataclass(frozen=True)
+class Deferred:
+    """An interaction we acknowledged. `original`: the id of its response (the "thinking…"
+    message an `/ask` answers in), when Discord said it."""
+
+    original: int | None
+
+
 async def _acknowledge(
     interaction: discord.Interaction, *, ephemeral: bool = False, thinking: bool = False
 ) -> bool:
+    """Defer the interaction (see `_defer`); False when there is nobody to answer here."""
+    return await _defer(interaction, ephemeral=ephemeral, thinking=thinking) is not None
+
+
+async def _defer(
+    interaction: discord.Interaction, *, ephemeral: bool = False, thinking: bool = False
+) -> Deferred | None:
     """Defer the interaction: Discord's 3-second deadline is met before any engine call
-    (which may wait seconds for learning in progress). False when there is nobody to
+    (which may wait seconds for learning in progress). None when there is nobody to
     answer here: another replica acknowledged it first (40060), or it arrived too late."""
     try:
-        await interaction.response.defer(ephemeral=ephemeral, thinking=thinking)
+        callback = await interaction.response.defer(ephemeral=ephemeral, thinking=thinking)
     except discord.HTTPException as err:
         if err.code == ALREADY_ACKNOWLEDGED:
             logger.debug("discord: interaction %s is another replica's", interaction.id)
-            return False
+            return None
         if err.code == UNKNOWN_INTERACTION:
             logger.warning(
                 "discord: interaction %s expired before it was acknowledged", interaction.id
             )
-            return False
+            return None
         raise
-    return True
-
-
-def _to_channel(
-    channel: discord.abc.Messageable, reply_to: discord.MessageReference | None
-) -> Send:
-    """Part 0 as a reply to the message (`reply_to`), the rest as channel messages."""
-
-    async def send(n: int, part: str) -> None:
-        if n == 0 and reply_to is not None:
-            await channel.send(part, reference=reply_to, mention_author=False)
-        else:
-            await channel.send(part)
-
-    return send
-
-
-def _to_followups(webhook: discord.Webhook) -> Send:
-    """Every part as a follow-up of an acknowledged interaction; the first replaces the
-    "thinking…" message."""
-
-    async def send(_: int, part: str) -> None:
-        await webhook.send(part, allowed_mentions=NO_PINGS)
-
-    return send
-
-
-async def _show_typing(stack: contextlib.AsyncExitStack, channel: discord.abc.Messageable) -> None:
-    """Show "membot is typing…" until the answer is ready; not being allowed to show it
-    is no reason not to answer."""
-    try:
-        await stack.enter_async_context(channel.typing())
-    except discord.HTTPException as err:
-        logger.info("discord: could not show typing (HTTP %s)", err.status)
+    return Deferred(callback.message_id if callback is not None else None)
 
 
 class ForgetConfirmation(discord.ui.View):

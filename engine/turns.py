@@ -14,6 +14,7 @@ The bot counts open tickets so a shutdown can wait for them (`MemoryBot.drain`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,10 @@ class Ticket:
         # True when another (dead) process accepted it: delivery may be half done.
         self.taken_over = taken_over
         self._closed = False
+        # Saves in order: the reply (from the stream) and delivery progress (from the
+        # adapter's writer) may be noted at once; each save holds all notes before it, so
+        # the last one written must be the last one made.
+        self._saving = asyncio.Lock()
 
     @property
     def route(self) -> dict[str, Any]:
@@ -47,8 +52,9 @@ class Ticket:
     async def note(self, **route: Any) -> None:
         """Save delivery progress (placeholder ids, parts posted) so a takeover resumes
         there instead of posting twice."""
-        self.inbound = with_progress(self.inbound, **route)
-        await self._bot._save_progress(self.inbound)
+        async with self._saving:
+            self.inbound = with_progress(self.inbound, **route)
+            await self._bot._save_progress(self.inbound)
 
     async def answer(self) -> Reply:
         """The reply to the message, whole, computed once across processes."""

@@ -66,14 +66,32 @@ class Running:
     sentinels: list[str] = field(default_factory=list)  # ids of `sentinel()`'s messages
 
     async def say(self, author: int, content: str, channel_id: int = CHANNEL_ID, **kw) -> dict:
-        """Dispatch a message and return the bot's reply (the next POST to that channel)."""
+        """Dispatch a message and return the bot's reply (the next POST to that channel) as
+        it ended up: the post's body, with the text the message holds once every answer
+        was delivered (an answer is posted with its first words, then edited)."""
         before = len(self.fake.calls_to("POST", MESSAGES))
         await self.fake.dispatch(
             "MESSAGE_CREATE", self.fake.message_create(author, content, channel_id=channel_id, **kw)
         )
         posts = await self.fake.wait_for("POST", MESSAGES, count=before + 1)
         assert posts[-1].path == f"/channels/{channel_id}/messages"
-        return posts[-1].json
+        await self.settled()
+        return posts[-1].json | {"content": self.shown(posts[-1])}
+
+    async def settled(self) -> None:
+        """Until every answer was delivered in full: an inbox entry is closed only after
+        its answer's last edit."""
+
+        async def closed() -> bool:
+            return await self.bot.inbox.open_count() == 0
+
+        await eventually(closed, what="every answer delivered")
+
+    def shown(self, call: Call) -> str:
+        """The text the message that `call` created holds now, after its edits."""
+        message_id = self.fake.made_by(call)
+        assert message_id is not None, f"{call.method} {call.path} created no message"
+        return self.fake.messages[message_id]["content"]
 
     async def sentinel(self) -> None:
         """A DM that must be answered, and its answer: whatever the events dispatched
@@ -133,6 +151,20 @@ class Running:
             "POST", CALLBACK, where=lambda c: c.path.startswith(f"/interactions/{event['id']}/")
         )
         return call.json
+
+    async def response(self, event: dict) -> dict:
+        """An `/ask`'s answer as it ended up: its response (the deferred "thinking…"
+        message, which the answer is streamed into), once every answer was delivered."""
+
+        def answering() -> bool:  # the answer started, so its inbox entry is open
+            return any(not c.path.endswith("/callback") for c in self.about(event))
+
+        await eventually(answering, what="an answer to the /ask")
+        await self.settled()
+        callbacks = self.fake.calls_to("POST", CALLBACK)
+        made = [self.fake.made_by(c) for c in callbacks if event["token"] in c.path]
+        (original,) = [m for m in made if m is not None]  # one acknowledgement accepted
+        return self.fake.messages[original]
 
     async def answers(self, event: dict, count: int = 1) -> list[dict]:
         """The first `count` follow-ups or edits answering `event`, after checking the bot
@@ -242,7 +274,7 @@ async def test_seed_scenario_scoped_per_server(discord_bot: Running) -> None:
         event = await run.command(
             "ask", {"question": "what is my name?"}, user=user, channel_id=channel_id
         )
-        return (await run.answer(event))["content"]
+        return (await run.response(event))["content"]
 
     assert "Bob" in await ask(MEMBER_ID, MEMBERS_THREAD)  # a thread: a new conversation
     assert "Bob" not in await ask(ADMIN_ID, MEMBERS_THREAD)
@@ -304,24 +336,29 @@ async def test_long_model_answers_are_split_and_never_ping(tmp_path, local_embed
             anthropic_base_url=llm.anthropic_url,
         ) as run:
             await run.say(MEMBER_ID, "tell me a lot", DM_CHANNEL_ID)
-            await run.fake.wait_for("POST", MESSAGES, count=3)
             await run.sentinel()
             posts = run.posts()
             assert len(posts) == 3
-    assert all(len(p.json["content"]) <= 2000 for p in posts)
-    assert sum(p.json["content"].count("word") for p in posts) == 5 * 195
-    for post in posts:
-        assert_no_pings(post.json)
+            shown = [run.shown(p) for p in posts]
+            # Every version of every part: the posts and their edits.
+            versions = [v for p in posts for v in run.fake.versions(run.fake.made_by(p))]
+    assert all(len(text) <= 2000 for text in shown)
+    assert sum(text.count("word") for text in shown) == 5 * 195
+    for version in versions:
+        assert_no_pings(version.call.json)
 
 
 async def test_ask_defers_then_answers(discord_bot: Running) -> None:
     run = discord_bot
     await run.bot.remember(f"discord:{GUILD_ID}:{MEMBER_ID}", "my name is Bob")
     event = await run.command("ask", {"question": "what is my name?"}, user=MEMBER_ID)
-    assert (await run.callback(event))["type"] == 5  # deferred: the answer is a follow-up
-    answer = await run.answer(event)
+    assert (await run.callback(event))["type"] == 5  # deferred: "thinking…"
+    answer = await run.response(event)  # streamed into that response
     assert "Bob" in answer["content"] and not answer.get("flags")  # for the channel to see
-    assert_no_pings(answer)
+    edits = run.about(event)[1:]
+    assert edits and all(c.method == "PATCH" and c.path.endswith("/@original") for c in edits)
+    for edit in edits:
+        assert_no_pings(edit.json)
     assert await run.bot.history(f"discord:{GUILD_ID}:{CHANNEL_ID}")
 
 
@@ -604,16 +641,14 @@ async def test_an_interaction_acknowledged_elsewhere_is_left_alone(discord_bot: 
     run = discord_bot
     ask = await run.command("ask", {"question": "how are you?"}, user=MEMBER_ID)
     await run.fake.dispatch("INTERACTION_CREATE", ask)
-    (answer,) = await run.fake.wait_for(
-        "POST", "/webhooks/{app}/{token}", where=lambda c: ask["token"] in c.path
-    )
-    assert answer.json["content"].startswith("[offline]")
+    answer = await run.response(ask)
+    assert answer["content"].startswith("[offline]")
     await run.fake.wait_for(
         "POST", CALLBACK, count=2, where=lambda c: c.path.startswith(f"/interactions/{ask['id']}/")
     )
     await run.sentinel()
-    calls = run.about(ask)
-    assert [c.path.endswith("/callback") for c in calls].count(False) == 1  # one answer
+    answering = [c for c in run.about(ask) if not c.path.endswith("/callback")]
+    assert answering and all(c.path.endswith("/@original") for c in answering)  # its response
     assert len(await run.bot.history(f"discord:{GUILD_ID}:{CHANNEL_ID}")) == 2  # one turn
 
 

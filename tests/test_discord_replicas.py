@@ -42,6 +42,7 @@ from tests.fakes.waits import WAIT, eventually
 from tests.replicas import free_port, fresh_database
 
 MESSAGES, ASKS = 12, 4
+ORIGINAL = "/webhooks/{app}/{token}/messages/@original"
 START_SECONDS = 120  # `membot run` loads the local sentence model first; slow when busy
 
 pytestmark = pytest.mark.timeout(300)  # a hang fails in bounded time
@@ -131,6 +132,20 @@ async def stop(replica: Replica) -> int:
         pytest.fail(f"no exit {WAIT:g} s after SIGTERM:\n{replica.stderr()}", pytrace=False)
 
 
+def all_echoed(fake: FakeDiscord, messages: list[dict], asks: list[dict]) -> bool:
+    """Each message's reply, and each /ask's response, shows its echo in full."""
+    shown: dict[str, str] = {}
+    for post in fake.calls_to("POST", "/channels/{channel_id}/messages"):
+        ref = str(((post.json or {}).get("message_reference") or {}).get("message_id"))
+        shown[ref] = fake.messages[fake.made_by(post)]["content"]
+    for callback in fake.calls_to("POST", "/interactions/{id}/{token}/callback"):
+        if (made := fake.made_by(callback)) is not None:
+            shown[callback.path.split("/")[2]] = fake.messages[made]["content"]
+    said = [(e["id"], e["content"].split("> ", 1)[-1]) for e in messages]
+    said += [(e["id"], e["data"]["options"][0]["value"]) for e in asks]
+    return all(shown.get(key) == f"echo: {text}" for key, text in said)
+
+
 async def test_two_replicas_answer_each_message_once(tmp_path: Path, replica_db: str) -> None:
     async with FakeDiscord() as fake, FakeLLM(model) as llm:
         replicas: list[Replica] = []
@@ -162,15 +177,17 @@ async def test_two_replicas_answer_each_message_once(tmp_path: Path, replica_db:
                 assert await fake.dispatch("INTERACTION_CREATE", event)
             for event in messages:
                 await fake.wait_for_reply(event, timeout=WAIT)
-            for event in asks:
+            for event in asks:  # answered in its response (the deferred message), edited
                 await fake.wait_for(
-                    "POST", "/webhooks/{app}/{token}", where=lambda c, e=event: e["token"] in c.path
+                    "PATCH", ORIGINAL, where=lambda c, e=event: e["token"] in c.path
                 )
             # A sentinel: by the time a later message is answered, any second answer to
             # the ones before (from either process) would have been posted.
             sentinel = fake.message_create(MEMBER_ID, "are you there?", channel_id=DM_CHANNEL_ID)
             await fake.dispatch("MESSAGE_CREATE", sentinel)
             await fake.wait_for_reply(sentinel, timeout=WAIT)
+            # Answers stream: each is posted with its first words, then edited to the whole.
+            await eventually(lambda: all_echoed(fake, messages, asks), what="answers complete")
         finally:
             codes = await asyncio.gather(*(stop(r) for r in replicas))
 
@@ -180,16 +197,12 @@ async def test_two_replicas_answer_each_message_once(tmp_path: Path, replica_db:
         posts = fake.calls_to("POST", "/channels/{channel_id}/messages")
         answers = Counter(replied_to(p) for p in posts)
         assert answers == Counter([e["id"] for e in messages] + [sentinel["id"]])
-        by_id = {replied_to(p): p.json["content"] for p in posts}
-        for event in messages:
-            said = event["content"].split("> ", 1)[-1]
-            assert by_id[event["id"]] == f"echo: {said}"
-        for n, event in enumerate(asks):
+        for event in asks:
             calls = [c for c in fake.calls if event["token"] in c.path]
             callbacks = [c for c in calls if c.path.endswith("/callback")]
-            followups = [c for c in calls if not c.path.endswith("/callback")]
+            answering = [c for c in calls if not c.path.endswith("/callback")]
             assert len(callbacks) == 2  # both processes tried; Discord accepted one
-            assert [f.json["content"] for f in followups] == [f"echo: question {n}"]
+            assert answering and all(c.path.endswith("/@original") for c in answering)
 
     logs = "".join(r.stderr() for r in replicas)
     assert logs.count("was taken on before; not answered again") == MESSAGES + 1

@@ -481,18 +481,24 @@ async def test_discord_never_pings_from_a_model_reply(tmp_path: Path) -> None:
             assert sum(1 for p in posts if p.json.get("message_reference")) == 2  # replies
             assert sum(1 for p in posts if not p.json.get("message_reference")) == 4  # plain
 
-            # Every command is deferred, then answered with follow-ups: /ask's three parts,
-            # and ephemeral answers quoting a stored memory full of mentions.
+            # Every command is deferred: /ask's answer streams into its response and two
+            # follow-ups; the others are ephemeral answers quoting a stored memory full of
+            # mentions.
             ask = await run.command("ask", {"question": f"{PINGS} ?"}, user=MEMBER_ID)
-            followups = await run.answers(ask, count=3)
+            response = await run.response(ask)
             remember = await run.command("remember", {"fact": f"I like {PINGS}"}, user=MEMBER_ID)
             stored = await run.answer(remember)
             listed = await run.answer(await run.command("memories", user=MEMBER_ID))
             await run.sentinel()
+            await run.settled()
             posts = run.posts()
-            assert len(posts) == 6 and len(fake.calls_to("POST", FOLLOWUP)) == 3 + 1 + 1
-    assert all(PINGS in p.json["content"] for p in posts)  # the text itself is kept
-    for body in [*(p.json for p in posts), *followups]:
+            assert len(posts) == 6 and len(fake.calls_to("POST", FOLLOWUP)) == 2 + 1 + 1
+            followups = [c for c in run.about(ask)[1:] if c.method == "POST"]  # not the deferral
+            shown = [run.shown(c) for c in [*posts, *followups]] + [response["content"]]
+            # Every post and every edit with text in it, streamed or not.
+            writes = [r.call.json for r in fake.revisions if r.content]
+    assert len(shown) == 9 and all(PINGS in text for text in shown)  # the text itself is kept
+    for body in writes:
         assert_no_pings(body)
     for answer in (stored, listed):
         assert PINGS in answer["content"]

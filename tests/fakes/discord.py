@@ -18,11 +18,16 @@ As Discord does: the gateway compresses as its URL asks (zlib-stream or zstd-str
 members arrive by chunking (op 8) unless the presences intent is on; message events are dropped
 without GUILD_MESSAGES / DIRECT_MESSAGES and lose their content without MESSAGE_CONTENT (unless
 a DM, a mention of the bot or the bot's own); the bot's own messages come back as MESSAGE_CREATE;
-empty or >2000-character messages are 400s; an interaction is acknowledged once, before any
-follow-up, and not after its window closed. Discord's window is 3 s; a wall-clock window would
-fail tests whenever the machine is busy, so none applies by default (`ack_deadline=None`): a
-test closes the window itself (`fake.ack_deadline = -1`) or sets one in seconds. Unknown
-routes are recorded and answered 404.
+empty or >2000-character messages are 400s, when created and when edited; a post that repeats a
+nonce with `enforce_nonce` returns the message made before instead of a second one; an
+interaction is acknowledged once, before any follow-up, and not after its window closed.
+Discord's window is 3 s; a wall-clock window would fail tests whenever the machine is busy, so
+none applies by default (`ack_deadline=None`): a test closes the window itself
+(`fake.ack_deadline = -1`) or sets one in seconds. Unknown routes are recorded and answered 404.
+
+Every version of every message the bot makes is kept in order (`revisions`): its creation, each
+edit (with the request, so its `allowed_mentions` can be checked) and its deletion. Streamed
+answers are observed through them: `versions(message_id)`, `made_by(call)`.
 """
 
 # The waits take `timeout=` because tests read better that way than wrapped in asyncio.timeout.
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import re
 import secrets
@@ -61,6 +67,8 @@ APPLICATION_ID = 1100000000000000001  # also the bot's user id, as for apps made
 GUILD_ID, CHANNEL_ID, DM_CHANNEL_ID = 1200000000000000001, 1200000000000000002, 1200000000000000003
 ADMIN_ROLE_ID, ADMIN_ID, MEMBER_ID = 1200000000000000004, 1300000000000000001, 1300000000000000002
 TRUE = ("1", "true", "True")
+DISCORD_EPOCH_MS = 1_420_070_400_000
+NONCE_WINDOW_MS = 5 * 60 * 1000  # Discord checks a repeated nonce "in the past few minutes"
 
 
 @dataclass
@@ -125,6 +133,22 @@ class Call:
     json: Any
     headers: dict[str, str]
     query: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One version of a message the bot made, in the order Discord saw them: its creation
+    (a channel post, an interaction response or a follow-up), an edit, or its deletion
+    (`content` None). `call` is the request that made it: its body holds `allowed_mentions`."""
+
+    message_id: int
+    call: Call
+    content: str | None
+
+
+# The request being handled: each aiohttp request runs in its own task, so a handler can
+# tell which call made the message it creates or edits.
+_CALL: contextvars.ContextVar[Call] = contextvars.ContextVar("fake_discord_call")
 
 
 @dataclass
@@ -239,6 +263,8 @@ class FakeDiscord:
         self.commands: dict[int | None, list[JSON]] = {}  # guild id (None: global) -> synced
         self.messages: dict[int, JSON] = {}  # every message the fake knows, by id
         self.sent: list[JSON] = []  # messages the bot made: channel posts, responses, follow-ups
+        self.revisions: list[Revision] = []  # every version of those, in order
+        self._watchers: list[Callable[[Call], None]] = []
         self.session_id, self.port = "", 0  # session_id: the last one started
         self._ids = 0
         self._interactions: dict[int, _Interaction] = {}
@@ -256,11 +282,13 @@ class FakeDiscord:
             ("GET", "/channels/{channel_id}", self._get_channel, True),
             ("POST", "/channels/{channel_id}/messages", self._create_message, True),
             ("PATCH", "/channels/{channel_id}/messages/{message_id}", self._edit, True),
+            ("DELETE", "/channels/{channel_id}/messages/{message_id}", self._delete, True),
             ("POST", "/channels/{channel_id}/typing", self._typing, True),
             ("POST", "/users/@me/channels", self._create_dm, True),
             ("POST", "/interactions/{interaction_id}/{token}/callback", self._callback, False),
             ("POST", "/webhooks/{app}/{token}", self._followup, False),
             ("PATCH", "/webhooks/{app}/{token}/messages/{message_id}", self._edit, False),
+            ("DELETE", "/webhooks/{app}/{token}/messages/{message_id}", self._delete, False),
         ]
         self._routes = [(method, _route(path), fn, auth) for method, path, fn, auth in table]
 
@@ -288,6 +316,24 @@ class FakeDiscord:
         """Calls matching a route template such as "/channels/{channel_id}/messages"."""
         pattern = _route(route)
         return [c for c in self.calls if c.method == method and pattern.match(c.path)]
+
+    def observe(self, watcher: Callable[[Call], None]) -> None:
+        """Call `watcher(call)` as each request arrives, before it is answered: a test can
+        note what else was true at that moment (how far a model had got, say)."""
+        self._watchers.append(watcher)
+
+    def versions(self, message_id: int | str) -> list[Revision]:
+        """A message's versions, in order: created, edited ..., perhaps deleted."""
+        return [r for r in self.revisions if r.message_id == int(message_id)]
+
+    def made_by(self, call: Call) -> int | None:
+        """The id of the message `call` created (None if it created none)."""
+        found = (r.message_id for r in self.revisions if r.call is call and r.content is not None)
+        return next(found, None)
+
+    def _revised(self, msg: JSON, *, deleted: bool = False) -> None:
+        content = None if deleted else str(msg.get("content") or "")
+        self.revisions.append(Revision(int(msg["id"]), _CALL.get(), content))
 
     async def wait_for(
         self,
@@ -685,7 +731,10 @@ class FakeDiscord:
         elif request.can_read_body:
             body = await request.json()
         headers, query = dict(request.headers), dict(request.query)
-        self.calls.append(Call(request.method, path, body, headers, query))
+        self.calls.append(call := Call(request.method, path, body, headers, query))
+        _CALL.set(call)
+        for watcher in self._watchers:
+            watcher(call)
         try:
             for method, pattern, handler, auth in self._routes:
                 if method != request.method or not (match := pattern.match(path)):
@@ -736,14 +785,32 @@ class FakeDiscord:
 
     @staticmethod
     def _check_content(body: JSON) -> None:
+        """A message as it would be (a new one's body, or an edited one merged with its
+        edit): at most 2,000 characters, and not empty."""
         if len(body.get("content") or "") > 2000:
             raise _form_error("content", "BASE_TYPE_MAX_LENGTH", "Must be 2000 or fewer in length.")
         if not any(body.get(k) for k in ("content", "embeds", "components", "attachments", "poll")):
             raise DiscordError(400, 50006, "Cannot send an empty message")
 
+    def _same_nonce(self, channel_id: str, body: JSON) -> JSON | None:
+        """The bot's message with this post's nonce, made in the past few minutes, when the
+        post asks Discord to enforce the nonce (discord.py always does)."""
+        nonce = body.get("nonce")
+        if nonce is None or not body.get("enforce_nonce"):
+            return None
+        now_ms = time.time_ns() // 1_000_000 - DISCORD_EPOCH_MS
+        for msg in reversed(self.sent):
+            recent = now_ms - (int(msg["id"]) >> 22) < NONCE_WINDOW_MS
+            same = msg["channel_id"] == channel_id and str(msg.get("nonce")) == str(nonce)
+            if recent and same and int(msg["id"]) in self.messages:
+                return msg
+        return None
+
     async def _create_message(self, m: dict[str, str], body: JSON, _: Any) -> JSON:
         guild = self._channel(m["channel_id"])[0]
         self._check_content(body)
+        if (made := self._same_nonce(m["channel_id"], body)) is not None:
+            return made  # no second message
         fields = {k: body[k] for k in ("embeds", "components", "flags", "nonce") if k in body}
         if ref := body.get("message_reference"):
             if ref.get("fail_if_not_exists", True) and int(ref["message_id"]) not in self.messages:
@@ -752,6 +819,7 @@ class FakeDiscord:
             fields["message_reference"] = ref
         msg = self._message(self.bot_user_id, body.get("content") or "", m["channel_id"], **fields)
         self.sent.append(msg)
+        self._revised(msg)
         if self.echo_own_messages and self._identified_connections():
             await self.dispatch("MESSAGE_CREATE", self._for_gateway(msg, guild))
         return msg
@@ -765,7 +833,25 @@ class FakeDiscord:
 
     def _edit(self, m: dict[str, str], body: JSON, _: Any) -> JSON:
         """PATCH a channel message or a webhook one (`@original`: the interaction response;
-        for a click answered by a (deferred) update, the message that was clicked)."""
+        for a click answered by a (deferred) update, the message that was clicked). The
+        edited message must still be a valid one (content within 2,000, not empty)."""
+        msg = self._own_message(m, "edit")
+        edited = {k: body[k] for k in ("content", "embeds", "components") if k in body}
+        self._check_content(msg | edited)
+        msg.update(edited)
+        msg.update(edited_timestamp=_now(), flags=msg["flags"] & ~LOADING)
+        self._revised(msg)
+        return msg
+
+    def _delete(self, m: dict[str, str], *_: Any) -> None:
+        """DELETE a channel message or a webhook one: 204, and it is gone."""
+        msg = self._own_message(m, "delete")
+        del self.messages[int(msg["id"])]
+        self._revised(msg, deleted=True)
+
+    def _own_message(self, m: dict[str, str], action: str) -> JSON:
+        """The bot's message a PATCH or DELETE names (in the path's channel; for a webhook,
+        any the interaction can reach), else Discord's 404 or 403."""
         interaction = self._acked(m) if "token" in m else None
         if interaction and m["message_id"] == "@original":
             msg = interaction.original
@@ -774,13 +860,15 @@ class FakeDiscord:
         else:
             _ = interaction or self._channel(m["channel_id"])  # 404 for an unknown channel
             msg = self.messages.get(int(m["message_id"])) if m["message_id"].isdigit() else None
-        if msg is None:
+            if msg and not interaction and msg["channel_id"] != m["channel_id"]:
+                msg = None  # a message of another channel is unknown in this one
+        if msg is None or int(msg["id"]) not in self.messages:
             raise DiscordError(404, 10008, "Unknown Message")
-        if int(msg["author"]["id"]) != self.bot_user_id:
+        if int(msg["author"]["id"]) == self.bot_user_id:
+            return msg
+        if action == "edit":
             raise DiscordError(403, 50005, "Cannot edit a message authored by another user")
-        msg.update({k: body[k] for k in ("content", "embeds", "components") if k in body})
-        msg.update(edited_timestamp=_now(), flags=msg["flags"] & ~LOADING)
-        return msg
+        raise DiscordError(403, 50013, "Missing Permissions")
 
     def _callback(self, m: dict[str, str], body: JSON, query: dict[str, str]) -> JSON | None:
         """Answer an interaction, once and within `ack_deadline` (if set). discord.py asks
@@ -801,10 +889,12 @@ class FakeDiscord:
             text = data.get("content") or ""
             i.original = self._message(self.bot_user_id, text, i.channel_id, **fields)
             self.sent.append(i.original)
+            self._revised(i.original)
             resource["message"] = i.original
         elif kind == 7 and i.message_id in self.messages:  # UPDATE_MESSAGE: the clicked one
             self.messages[i.message_id].update({k: v for k, v in data.items() if k != "flags"})
             resource["message"] = self.messages[i.message_id]
+            self._revised(resource["message"])
         i.acked = True
         if query.get("with_response") not in TRUE:
             return None
@@ -826,4 +916,5 @@ class FakeDiscord:
         fields["webhook_id"] = str(self.application_id)
         msg = self._message(self.bot_user_id, body.get("content") or "", i.channel_id, **fields)
         self.sent.append(msg)
+        self._revised(msg)
         return msg if query.get("wait") in TRUE else None
