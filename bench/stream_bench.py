@@ -13,8 +13,9 @@ Per reply:
   placeholder); target p50/p95 ≤ the model's first piece + 300 ms;
 - platform calls: every message post/update/delete and stream start/append/stop in its
   channel; target ≤ one per second of generation + 2 (start, stop);
-- the final text: the bot's messages in the channel, joined, equal to what the model
-  streamed, byte for byte.
+- the final text: the bot's messages in the channel, in order, equal to what the model
+  streamed, byte for byte (but for the whitespace at a break between two messages, which
+  Discord trims).
 
 The model's own first piece (400 ms) and whole generation (~10 s, what a reply sent whole
 would first show) are the baseline of the same run.
@@ -41,10 +42,13 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.report import header, table, target
+from bots.discord import DiscordAdapter
 from bots.slack import THINKING, SlackAdapter
 from engine.bot import MemoryBot
+from tests.fakes.discord import CHANNEL_ID, MEMBER_ID, Channel, FakeDiscord, default_guilds
 from tests.fakes.llm import FakeLLM, ToolUse
 from tests.fakes.slack import FakeSlack, app_mention, streamed_text
+from tests.fakes.waits import eventually
 from tests.llm_settings import fake_llm_settings
 
 FIRST_TOKEN = 0.4
@@ -66,6 +70,20 @@ class Measured:
     first_text: float  # seconds from the message to the first visible answer text
     calls: int  # platform calls that made or changed the answer's messages
     exact: bool  # the messages, joined, are the model's output
+
+
+def shown_exactly(parts: list[str], text: str) -> bool:
+    """The messages, in order, are `text` byte for byte, except for whitespace where one
+    message ends and the next begins (Discord trims a message's content, so a break at a
+    space or a blank line cannot show it)."""
+    at = 0
+    for part in parts:
+        while at < len(text) and text[at].isspace() and not text.startswith(part, at):
+            at += 1
+        if not text.startswith(part, at):
+            return False
+        at += len(part)
+    return text[at:].strip() == ""
 
 
 def model_reply(body: dict[str, Any]) -> str | ToolUse:
@@ -129,8 +147,8 @@ async def slack_rig(llm: FakeLLM, data: Path) -> AsyncIterator[Callable[[str], A
                     if c.method in SLACK_WRITES and c.args.get("channel") == channel
                 ]
                 first = min(c.at for c in ours if _slack_text(c.method, c.args))
-                shown = "".join(m.body for m in slack.bot_messages(channel))
-                return Measured(first - sent, len(ours), shown == ANSWER)
+                shown = [m.body for m in slack.bot_messages(channel)]
+                return Measured(first - sent, len(ours), shown_exactly(shown, ANSWER))
 
             try:
                 yield one
@@ -139,9 +157,57 @@ async def slack_rig(llm: FakeLLM, data: Path) -> AsyncIterator[Callable[[str], A
                 await adapter.aclose()
 
 
+# -- Discord -----------------------------------------------------------------------------
+
+DISCORD_CHANNELS = 64  # a channel per reply: Discord's write limits are per channel
+
+
+@asynccontextmanager
+async def discord_rig(llm: FakeLLM, data: Path) -> AsyncIterator[Callable[[str], Any]]:
+    """A bot with the Discord adapter against the fake gateway + REST; yields a function
+    that answers one mention in a channel of its own and measures it."""
+    channels = [Channel(CHANNEL_ID + 100 + n, f"c{n}") for n in range(DISCORD_CHANNELS)]
+    (guild,) = default_guilds()
+    guild.channels.extend(channels)
+    free = iter(c.id for c in channels)
+    async with FakeDiscord(guilds=[guild]) as fake:
+        settings = fake_llm_settings(llm, data, "anthropic", discord_token=fake.token)
+        with fake.patch_client():
+            async with MemoryBot.open(settings) as bot:
+                adapter = DiscordAdapter(bot, settings, guild_ready_timeout=0.05)
+                await adapter.client.login(fake.token)
+                connection = asyncio.create_task(adapter.client.connect())
+                await asyncio.wait_for(adapter.client.wait_until_ready(), 120)
+
+                async def none_open() -> bool:
+                    return await bot.inbox.open_count() == 0
+
+                async def one(_: str) -> Measured:
+                    channel = next(free)
+                    mention = fake.message_create(
+                        MEMBER_ID, "tell me about tea", channel_id=channel, mentions_bot=True
+                    )
+                    sent = time.perf_counter()
+                    await fake.dispatch("MESSAGE_CREATE", mention)
+                    await fake.wait_for_reply(mention, timeout=120)
+                    await eventually(none_open, what="every answer closed, after its last edit")
+                    path = f"/channels/{channel}/messages"
+                    ours = [r for r in fake.revisions if r.call.path.startswith(path)]
+                    first = min(r.call.at for r in ours if r.content)
+                    final = {r.message_id: r.content for r in ours}  # the last version wins
+                    shown = [final[m] for m in sorted(final) if final[m]]
+                    return Measured(first - sent, len(ours), shown_exactly(shown, ANSWER))
+
+                try:
+                    yield one
+                finally:
+                    await adapter.client.close()
+                    await asyncio.wait_for(connection, 60)
+
+
 # -- the run -----------------------------------------------------------------------------
 
-RIGS = {"slack": slack_rig}
+RIGS = {"slack": slack_rig, "discord": discord_rig}
 
 
 async def measure(platform: str, replies: int) -> list[Measured]:

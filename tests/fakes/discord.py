@@ -133,6 +133,8 @@ class Call:
     json: Any
     headers: dict[str, str]
     query: dict[str, str]
+    # When it arrived (`time.perf_counter()`), for bench/; tests never assert a duration.
+    at: float = field(default_factory=time.perf_counter, compare=False)
 
 
 @dataclass(frozen=True)
