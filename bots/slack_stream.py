@@ -50,7 +50,9 @@ MESSAGE_LIMIT = 3_900
 # Markdown at most 12,000 in all; a takeover rewrites it with chat.update (text truncated
 # only at 40,000). So a margin below 12,000, escaping and fences counted.
 STREAM_LIMIT = 10_000
-FLUSH_SECONDS = 1.0  # at most one write a second per answer (start and stop aside)
+# At most one write a second per answer (start and stop aside), with a margin: at exactly
+# 1.0 s a 10.4 s answer took start + 11 appends + stop (bench/stream_bench.py).
+FLUSH_SECONDS = 1.2
 # An edit rewrites the whole message, and a placeholder already says we are at it: the
 # first one waits until the model has written for a while.
 FIRST_EDIT_SECONDS = 2.0
