@@ -20,7 +20,7 @@ Per reply:
 The model's own first piece (400 ms) and whole generation (~10 s, what a reply sent whole
 would first show) are the baseline of the same run.
 
-    .venv/bin/python bench/stream_bench.py [--replies 8] [--platforms slack,discord]
+    .venv/bin/python bench/stream_bench.py [--replies 8] [--platforms slack,discord] [--quick]
 """
 
 from __future__ import annotations
@@ -284,7 +284,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--replies", type=int, default=8)
     parser.add_argument("--platforms", default=",".join(RIGS))
+    parser.add_argument(
+        "--quick", action="store_true", help="CI smoke run: 2 replies, the model 4x faster"
+    )
     args = parser.parse_args()
+    if args.quick:
+        global TOKENS_PER_SECOND, GENERATION
+        args.replies, TOKENS_PER_SECOND = 2, 4 * TOKENS_PER_SECOND
+        GENERATION = FIRST_TOKEN + (PIECES - 1) / TOKENS_PER_SECOND
     platforms = [p for p in args.platforms.split(",") if p]
     results = {p: asyncio.run(measure(p, args.replies)) for p in platforms}
     report(results)

@@ -93,3 +93,10 @@ def test_memory_quality_quick_run(tmp_path: Path) -> None:
     figures = json.loads(out.read_text())
     assert {"single", "update", "abstain"} <= set(figures)
     assert figures["single"]["n"] > 0 and figures["turns"] > 0
+
+
+def test_stream_bench_quick_run() -> None:
+    stdout = run_bench("stream_bench.py", "--quick")
+    assert "| platform | replies | first text p50 / p95 (s) |" in stdout
+    for platform in ("slack", "discord"):
+        assert f"{platform}: replies equal to the model's output: 2 (target ≥ 2)" in stdout
