@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Literal
 
 from bots.config_errors import check_data_dir, check_model_keys, check_platforms, report
@@ -83,6 +85,44 @@ async def _chat(
                 await run_console(bot, user=user, thread=thread, banner=banner)
         else:
             await run_console(bot, user=user, thread=thread, banner=banner)
+
+
+async def _exported(settings: Settings, user: str) -> dict:
+    async with MemoryBot.open(settings) as bot:
+        return await bot.export_memories(user)
+
+
+def _export(settings: Settings, user: str, out: str) -> int:
+    """Everything held about `user` as JSON, to `out` ("-": standard output)."""
+    document = asyncio.run(_exported(settings, user))
+    text = json.dumps(document, ensure_ascii=False, indent=1) + "\n"
+    if out == "-":
+        sys.stdout.write(text)
+        return 0
+    Path(out).write_text(text, encoding="utf-8")
+    held = len(document["memories"]), len(document["episodes"])
+    print(f"{out}: {held[0]} memories, {held[1]} messages of {user}")
+    return 0
+
+
+async def _imported(settings: Settings, document: dict, user: str | None) -> dict[str, int]:
+    async with MemoryBot.open(settings) as bot:
+        return await bot.import_memories(document, user_id=user)
+
+
+def _import(settings: Settings, source: str, user: str | None) -> int:
+    """Load an export (from `membot export`) into this install's store."""
+    try:
+        document = json.loads(Path(source).read_text(encoding="utf-8"))
+        written = asyncio.run(_imported(settings, document, user))
+    except (OSError, ValueError) as err:  # unreadable, not JSON, or not an export
+        print(f"membot import: {source}: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"imported {written['memories']} memories, {written['episodes']} messages and "
+        f"{written['history']} history entries"
+    )
+    return 0
 
 
 def _stop_on_sigterm() -> None:
@@ -204,6 +244,19 @@ def _parser() -> argparse.ArgumentParser:
         "openai) and swap it in; the old store is kept as qdrant.<embedder>-<time>.bak. "
         "Stop the bot first.",
     )
+    export = commands.add_parser(
+        "export",
+        help="write everything held about a person (memories, messages kept, history, "
+        "conversation ids) as JSON; user ids are as the bot stores them, e.g. "
+        "slack:T0123:U0456, discord:789, console:me",
+    )
+    export.add_argument("--user", required=True, help="whose data")
+    export.add_argument("--out", default="-", metavar="PATH", help="default: standard output")
+    load = commands.add_parser(
+        "import", help="load a `membot export` file into this install's memory store"
+    )
+    load.add_argument("path", help="the export file")
+    load.add_argument("--user", help="import as this user (default: the one exported)")
     parser.add_argument(
         "--log-level",
         default=os.environ.get("MEMBOT_LOG_LEVEL", "WARNING"),
@@ -227,7 +280,7 @@ def _configure_logging(level: str, log_format: Literal["text", "json"]) -> None:
 def _preflight(command: str) -> Settings:
     """The settings, and every check that needs nothing but them, before anything opens."""
     settings = load_settings()
-    if command in ("run", "chat"):
+    if command in ("run", "chat", "export", "import"):
         check_data_dir(settings)
         check_model_keys(settings)
     if command == "run":
@@ -253,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
                     postgres_dsn=args.to_postgres,
                 )
             )
+        elif args.command == "export":
+            return _export(settings, args.user, args.out)
+        elif args.command == "import":
+            return _import(settings, args.path, args.user)
         elif args.command == "reindex":
             from engine.reindex import run_command as run_reindex
 

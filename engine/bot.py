@@ -41,6 +41,7 @@ from engine.memory.outbox import Outbox, Pending, open_outbox
 from engine.memory.records import EPISODES_ONLY, FACTS_ONLY, history_namespace, memory_history
 from engine.memory.writer import Batch, DebouncedWriter
 from engine.models import ChatModel, make_chat_model
+from engine.portability import export_person, import_person
 from engine.reply import Reply, ReplyStream
 from engine.settings import Settings
 from engine.store.erase import adelete_namespace
@@ -532,6 +533,43 @@ class MemoryBot:
         the messages themselves, are not listed: see `episodes()`."""
         await self.writer.flush(user_id)
         return await self.store.asearch(memory_namespace(user_id), filter=FACTS_ONLY, limit=limit)
+
+    async def memory_page(self, user_id: str, *, offset: int = 0, limit: int = 20) -> list[Item]:
+        """One page of the user's facts, newest first (each with its kind, dates and
+        source thread in its value), for a list a person pages through."""
+        await self.writer.flush(user_id)
+        return await self.store.asearch(
+            memory_namespace(user_id), filter=FACTS_ONLY, limit=limit, offset=offset
+        )
+
+    async def forget_memory(self, user_id: str, key: str) -> bool:
+        """Erase one of the user's facts (theirs only: the key is looked up in their own
+        memories); the history records it "by user". False if there is no such fact."""
+        await self.writer.flush(user_id)  # learning in progress may be rewriting it
+        return await self.memory.correct(user_id, key, None) is not None
+
+    async def edit_memory(self, user_id: str, key: str, text: str) -> Item | None:
+        """The user's own correction of one fact, stored as they wrote it; None if there
+        is no such fact of theirs (or the text is empty)."""
+        text = clean_text(text or "").strip()
+        if not text:
+            return None
+        await self.writer.flush(user_id)
+        if await self.memory.correct(user_id, key, text) is None:
+            return None
+        return await self.store.aget(memory_namespace(user_id), key)
+
+    async def export_memories(self, user_id: str) -> dict[str, Any]:
+        """Everything held about the user, as one JSON-ready document
+        (`engine/portability.py`): facts, episodes, history, conversation ids."""
+        await self.writer.flush(user_id)
+        return await export_person(self.store, user_id)
+
+    async def import_memories(
+        self, document: dict[str, Any], *, user_id: str | None = None
+    ) -> dict[str, int]:
+        """Load an export (into a fresh store, typically); see `import_person`."""
+        return await import_person(self.store, document, user_id=user_id)
 
     async def episodes(self, user_id: str, limit: int = 100) -> list[Item]:
         """What the user said (questions included), kept verbatim, newest first."""

@@ -58,6 +58,7 @@ from engine.memory.records import (
     episode_key,
     episode_value,
     history_put,
+    is_episode,
     memory_value,
     new_key,
     now,
@@ -235,6 +236,28 @@ class MemoryManager:
         async with self._one_at_a_time(user_id):
             planned = await self._plan_with_rules(user_id, [explicit])
             return await self._apply(user_id, thread_id, planned, by="user")
+
+    async def correct(self, user_id: str, key: str, text: str | None) -> Change | None:
+        """The person's own change to one fact: `text` replaces it (None erases it),
+        written to the history "by user". The messages it was learnt from are no longer
+        recalled, so the old wording cannot answer for it. None if there is no such
+        fact of theirs."""
+        async with self._one_at_a_time(user_id):
+            item = await self.store.aget(memory_namespace(user_id), key)
+            if item is None or is_episode(item.value):
+                return None
+            plan = _Planned(
+                "updated" if text is not None else "deleted",
+                key,
+                text,
+                item.value.get("kind", "fact"),
+                item,
+                reason="corrected by the person" if text is not None else "erased by the person",
+                slot=item.value.get("slot"),
+            )
+            thread = str(item.value.get("source_thread") or "")
+            [change] = await self._apply(user_id, thread, [plan], by="user")
+            return change
 
     async def _keep_episodes(self, user_id: str, thread_id: str, said: Sequence[_Said]) -> None:
         """Write the episodes the turn could not (store outage); usually all exist."""
