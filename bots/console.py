@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TextIO
 
 from langchain_core.messages import AIMessage
+from langgraph.store.base import Item
 
 from engine.bot import MemoryBot
 
@@ -38,13 +42,17 @@ logger = logging.getLogger(__name__)
 HISTORY_FILE = "console_history"  # in the data directory
 HISTORY_LENGTH = 1000  # lines kept in it
 STOPPED = "(stopped)"  # shown when Ctrl-C stops an answer
+MEMORY_PAGE = 50  # memories read per store query while listing them all
 
 HELP = """Commands:
   /thread NAME   switch to (or start) conversation NAME
   /user NAME     talk as user NAME
-  /memories      list what I remember about you
+  /memories      list what I remember about you, numbered, newest first
+  /forget N      erase memory N of the last /memories list
+  /edit N TEXT   correct memory N of the last /memories list to TEXT
+  /export PATH   write everything I hold about you to PATH, as JSON
   /why           how my memories of you came to be (added, updated, merged, ...)
-  /forget        erase what I remember about you
+  /forget        erase everything I remember about you
   /history       show this conversation so far
   /help          this text
   /quit          leave (Ctrl-D or Ctrl-C work too)
@@ -69,6 +77,52 @@ class Interrupted(Exception):
 
 
 @dataclass
+class Listing:
+    """The memories `/memories` showed last, by number: `/forget N` and `/edit N` act on
+    what the person saw, so numbers stay put until the next `/memories` even when a new
+    fact is learnt (or one is erased) in between."""
+
+    user: str
+    keys: list[str]
+    texts: list[str]
+
+    def key(self, number: int) -> str | None:
+        """The key shown as `number` (1-based), or None if no such line was shown."""
+        return self.keys[number - 1] if 1 <= number <= len(self.keys) else None
+
+
+def _day(stamp: object) -> str:
+    """An ISO time as a short date ("27 Nov"; the year too when it is not this one): the
+    list shows how recent a memory is, not the exact time."""
+    try:
+        when = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return ""
+    day = f"{when.day} {when:%b}"
+    return day if when.year == datetime.now(UTC).year else f"{day} {when.year}"
+
+
+def _describe(item: Item) -> str:
+    """A memory's line in `/memories`: its text, then its kind and date."""
+    value = item.value
+    details = ", ".join(
+        part for part in (str(value.get("kind", "fact")), _day(value.get("updated_at"))) if part
+    )
+    return f"{value.get('text', value)} ({details})"
+
+
+def _write_private(where: str, text: str) -> Path:
+    """Write `text` to the file `where` (~ expanded), readable by its owner only when
+    created (0600): an export holds everything a person told the bot, like the console
+    history. Returns the path written, to show."""
+    path = Path(where).expanduser()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
+    return path
+
+
+@dataclass
 class ConsoleSession:
     bot: MemoryBot
     user: str
@@ -76,6 +130,8 @@ class ConsoleSession:
     out: TextIO = sys.stdout
     # What Ctrl-C does now; `on_ctrl_c` sets it for as long as something can be stopped.
     ctrl_c: Callable[[], object] = field(default=_ignore, repr=False)
+    # What the last `/memories` showed, for `/forget N` and `/edit N`.
+    listing: Listing | None = field(default=None, repr=False)
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -160,6 +216,8 @@ class ConsoleSession:
             "/memories": self._memories,
             "/why": self._why,
             "/forget": self._forget,
+            "/edit": self._edit,
+            "/export": self._export,
             "/history": self._history,
             "/help": self._help,
         }
@@ -188,13 +246,52 @@ class ConsoleSession:
         self.say(f"Now talking as {arg}.")
 
     async def _memories(self, _: str) -> None:
-        items = await self.bot.memories(user_id(self.user))
+        items = await self._all_memories()
+        self.listing = Listing(
+            self.user,
+            [item.key for item in items],
+            [str(item.value.get("text", "")) for item in items],
+        )
         if not items:
             self.say("I don't remember anything about you yet.")
             return
         self.say(f"What I remember about {self.user}:")
         for number, item in enumerate(items, 1):
-            self.say(f"  {number}. {item.value.get('text', item.value)}")
+            self.say(f"  {number}. {_describe(item)}")
+
+    async def _all_memories(self) -> list[Item]:
+        """All the user's facts, newest first. A terminal has no size limit, so all are
+        shown, but read a page at a time so no single store query is unbounded."""
+        items: list[Item] = []
+        seen: set[str] = set()
+        while True:
+            page = await self.bot.memory_page(
+                user_id(self.user), offset=len(items), limit=MEMORY_PAGE
+            )
+            # A fact learnt meanwhile shifts the pages: never list one twice.
+            items.extend(item for item in page if item.key not in seen)
+            seen.update(item.key for item in page)
+            if len(page) < MEMORY_PAGE:
+                return items
+
+    def _listed(self, arg: str, usage: str) -> tuple[int, str] | None:
+        """The number in `arg` and the key it was shown for, or None after saying why
+        not: no list shown yet (or shown for another user), not a number, out of range."""
+        listing = self.listing if self.listing and self.listing.user == self.user else None
+        if listing is None:
+            self.say("Show the list first with /memories, then use its numbers.")
+            return None
+        if not (arg.isascii() and arg.isdigit()):
+            self.say(f"Usage: {usage} (N is a number from the last /memories list).")
+            return None
+        number = int(arg)
+        key = listing.key(number)
+        if key is None:
+            count = len(listing.keys)
+            shown = {0: "none: the list was empty", 1: "just 1"}.get(count, f"1 to {count}")
+            self.say(f"There is no memory {number} in the last list (numbers: {shown}).")
+            return None
+        return number, key
 
     async def _why(self, _: str) -> None:
         entries = await self.bot.memory_history(user_id(self.user))
@@ -211,9 +308,59 @@ class ConsoleSession:
             source = f" in {entry['thread']}" if entry["thread"] else ""
             self.say(f"  {entry['at'][:16]} {change} (by {entry['by']}{source})")
 
-    async def _forget(self, _: str) -> None:
+    async def _forget(self, arg: str) -> None:
+        """`/forget N` erases one memory of the last list; `/forget` alone, everything."""
+        if arg:
+            await self._forget_one(arg)
+            return
         erased = await self.bot.forget(user_id(self.user))
+        self.listing = None  # its numbers point at nothing now
         self.say(f"Forgot {erased} memor{'y' if erased == 1 else 'ies'} about {self.user}.")
+
+    async def _forget_one(self, arg: str) -> None:
+        listed = self._listed(arg, "/forget N")
+        if listed is None:
+            return
+        number, key = listed
+        if not await self.bot.forget_memory(user_id(self.user), key):
+            self.say(f"Memory {number} is already gone.")
+            return
+        assert self.listing is not None  # `_listed` found it
+        self.say(f"Forgot memory {number}: {self.listing.texts[number - 1]}")
+
+    async def _edit(self, arg: str) -> None:
+        """`/edit N TEXT`: the person's own correction, stored as they wrote it."""
+        number_arg, _, text = arg.partition(" ")
+        listed = self._listed(number_arg, "/edit N TEXT")
+        if listed is None:
+            return
+        number, key = listed
+        if not text.strip():
+            self.say("Usage: /edit N TEXT (the corrected memory, as it should read).")
+            return
+        item = await self.bot.edit_memory(user_id(self.user), key, text)
+        if item is None:
+            self.say(f"Memory {number} is gone; /memories shows what is left.")
+            return
+        assert self.listing is not None  # `_listed` found it
+        self.listing.texts[number - 1] = str(item.value.get("text", text))
+        self.say(f"Memory {number} now reads: {self.listing.texts[number - 1]}")
+
+    async def _export(self, arg: str) -> None:
+        """`/export PATH`: everything held about the user, as JSON. The write runs in a
+        thread so the bot's background work goes on while a slow disk is written."""
+        if not arg:
+            self.say("Usage: /export PATH (a file to write, e.g. ~/membot-export.json)")
+            return
+        document = await self.bot.export_memories(user_id(self.user))
+        text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+        try:
+            path = await asyncio.to_thread(_write_private, arg, text)
+        except OSError as err:
+            self.say(f"Could not write {err.filename or arg}: {err.strerror or err}")
+            return
+        count = len(document.get("memories", []))
+        self.say(f"Exported {count} memor{'y' if count == 1 else 'ies'} to {path}.")
 
     async def _history(self, _: str) -> None:
         messages = await self.bot.history(thread_id(self.thread))
