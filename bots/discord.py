@@ -23,6 +23,9 @@ message edited as the text grows (paced per channel), continued in further messa
 2,000 characters; an `/ask` streams into its deferred response and follow-ups. Progress is
 saved on the ticket, so a takeover finishes the messages already posted.
 
+`/memories` is a paged, ephemeral list with Edit and Delete, `/export` a JSON file
+(bots/discord_memories.py).
+
 Every message is sent and edited with `AllowedMentions.none()`, so nothing a model (or a
 stored memory) writes can ping @everyone, a role or a user.
 """
@@ -44,6 +47,7 @@ from discord import app_commands
 
 from bots.audit import AuditLog
 from bots.chunking import split_message
+from bots.discord_memories import send_export, send_memories
 from bots.discord_stream import (
     MESSAGE_LIMIT,
     NO_PINGS,
@@ -366,14 +370,14 @@ class DiscordAdapter:
         async def memories(interaction: discord.Interaction) -> None:
             if not await _acknowledge(interaction, ephemeral=True, thinking=True):
                 return
-            items = await self.bot.memories(self._caller(interaction))
-            if not items:
-                text = "I don't remember anything about you yet."
-            else:
-                lines = [f"{n}. {i.value.get('text', '')}" for n, i in enumerate(items, 1)]
-                text = "What I remember about you:\n" + "\n".join(lines)
-            for part in split_message(text, MESSAGE_LIMIT):
-                await interaction.followup.send(part, ephemeral=True)
+            # A page at a time, with buttons to page, edit and delete (bots/discord_memories.py).
+            await send_memories(self.bot, interaction, self._caller(interaction))
+
+        @tree.command(description="Download what the bot holds about you, as JSON (only you)")
+        async def export(interaction: discord.Interaction) -> None:
+            if not await _acknowledge(interaction, ephemeral=True, thinking=True):
+                return
+            await send_export(self.bot, interaction, self._caller(interaction))
 
         @tree.command(description="Tell the bot a fact to remember about you")
         @app_commands.describe(fact="For example: I'm vegetarian")

@@ -69,6 +69,7 @@ ADMIN_ROLE_ID, ADMIN_ID, MEMBER_ID = 1200000000000000004, 1300000000000000001, 1
 TRUE = ("1", "true", "True")
 DISCORD_EPOCH_MS = 1_420_070_400_000
 NONCE_WINDOW_MS = 5 * 60 * 1000  # Discord checks a repeated nonce "in the past few minutes"
+UPLOAD_LIMIT = 10 * 1024 * 1024  # a file, without Nitro or server boosts (the interaction's too)
 
 
 @dataclass
@@ -135,6 +136,18 @@ class Call:
     query: dict[str, str]
     # When it arrived (`time.perf_counter()`), for bench/; tests never assert a duration.
     at: float = field(default_factory=time.perf_counter, compare=False)
+    # Files uploaded with it (multipart `files[n]` parts), in the order they came.
+    files: tuple[Upload, ...] = field(default=(), compare=False)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One file of a multipart request: its form field (`files[n]`), name, type and bytes."""
+
+    field: str
+    filename: str
+    content_type: str
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -162,6 +175,8 @@ class _Interaction:
     created: float = field(default_factory=time.monotonic)
     acked: bool = False
     original: JSON | None = None
+    modal: JSON | None = None  # the modal it was answered with (callback type 9)
+    message: JSON | None = None  # the message a component (or its modal) belongs to
 
 
 @dataclass
@@ -195,6 +210,59 @@ class DiscordError(Exception):
 def _form_error(field: str, code: str, message: str) -> DiscordError:
     errors = {field: {"_errors": [{"code": code, "message": message}]}}
     return DiscordError(400, 50035, "Invalid Form Body", errors)
+
+
+def _too_long(value: Any, limit: int, where: str) -> None:
+    if value is not None and len(str(value)) > limit:
+        raise _form_error(where, "BASE_TYPE_MAX_LENGTH", f"Must be {limit} or fewer in length.")
+
+
+def _check_components(rows: list[JSON], where: str) -> None:
+    """A message's components as Discord checks them: at most 5 action rows, each with
+    up to 5 buttons or one select; custom_id up to 100, a button's label up to 80; a
+    select's 1-25 options, each label, value and description up to 100."""
+    if len(rows) > 5:
+        raise _form_error(where, "BASE_TYPE_MAX_LENGTH", "Must be 5 or fewer in length.")
+    for r, row in enumerate(rows):
+        items = row.get("components") or []
+        selects = [c for c in items if c["type"] in (3, 5, 6, 7, 8)]
+        if row.get("type") != 1 or not items or len(items) > 5 or (selects and len(items) > 1):
+            raise _form_error(f"{where}.{r}", "COMPONENT_LAYOUT_WIDTH_EXCEEDED", "Bad row")
+        for c, item in enumerate(items):
+            at = f"{where}.{r}.components.{c}"
+            _too_long(item.get("custom_id"), 100, f"{at}.custom_id")
+            if item["type"] == 2:
+                _too_long(item.get("label"), 80, f"{at}.label")
+            if item["type"] == 3:
+                options = item.get("options") or []
+                if not 1 <= len(options) <= 25:
+                    raise _form_error(f"{at}.options", "BASE_TYPE_BAD_LENGTH", "Must be 1-25")
+                _too_long(item.get("placeholder"), 150, f"{at}.placeholder")
+                for o, option in enumerate(options):
+                    for key in ("label", "value", "description"):
+                        _too_long(option.get(key), 100, f"{at}.options.{o}.{key}")
+
+
+def _check_modal(data: JSON) -> None:
+    """A modal as Discord checks it: a title up to 45, custom_id up to 100, 1-5
+    components; a label's text up to 45; a text input's value and lengths up to 4,000."""
+    _too_long(data.get("title"), 45, "data.title")
+    _too_long(data.get("custom_id"), 100, "data.custom_id")
+    components = data.get("components") or []
+    if not 1 <= len(components) <= 5:
+        raise _form_error("data.components", "BASE_TYPE_BAD_LENGTH", "Must be 1-5 in length.")
+    for n, top in enumerate(components):
+        inner = [top["component"]] if top["type"] == 18 else top.get("components") or []
+        if top["type"] == 18:
+            _too_long(top.get("label"), 45, f"data.components.{n}.label")
+        for item in inner:
+            at = f"data.components.{n}"
+            _too_long(item.get("custom_id"), 100, f"{at}.custom_id")
+            if item["type"] == 4:
+                _too_long(item.get("value"), 4000, f"{at}.value")
+                for key in ("min_length", "max_length"):
+                    if item.get(key) is not None and not 0 <= item[key] <= 4000:
+                        raise _form_error(f"{at}.{key}", "NUMBER_TYPE_MAX", "Must be <= 4000")
 
 
 def _blank(nulls: str = "", falses: str = "", zeros: str = "", lists: str = "") -> JSON:
@@ -265,6 +333,7 @@ class FakeDiscord:
         self.commands: dict[int | None, list[JSON]] = {}  # guild id (None: global) -> synced
         self.messages: dict[int, JSON] = {}  # every message the fake knows, by id
         self.sent: list[JSON] = []  # messages the bot made: channel posts, responses, follow-ups
+        self.modals: dict[int, JSON] = {}  # interaction id -> the modal it was answered with
         self.revisions: list[Revision] = []  # every version of those, in order
         self._watchers: list[Callable[[Call], None]] = []
         self.session_id, self.port = "", 0  # session_id: the last one started
@@ -384,7 +453,7 @@ class FakeDiscord:
         return [c for c in self._connections if c.session is not None and not c.ws.closed]
 
     async def __aenter__(self) -> FakeDiscord:
-        app = web.Application()
+        app = web.Application(client_max_size=UPLOAD_LIMIT + 1024 * 1024)
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", r"/api/v{version:\d+}/{path:.*}", self._rest)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -506,7 +575,7 @@ class FakeDiscord:
         is first. `acknowledged`: one a client, since gone, already deferred."""
         message_id = int(data["message"]["id"]) if "message" in data else None
         entry = _Interaction(data["token"], data["type"], int(data["channel_id"]), message_id)
-        entry.acked = acknowledged
+        entry.acked, entry.message = acknowledged, data.get("message")
         self._interactions.setdefault(int(data["id"]), entry)
 
     async def reconnect(self) -> None:
@@ -724,16 +793,51 @@ class FakeDiscord:
         data |= {"values": values} if values is not None else {}
         return payload | {"message": message, "data": data}
 
+    def modal_submit(
+        self, opened_by: JSON, values: dict[str, str], *, user: int | Member | None = None
+    ) -> JSON:
+        """A modal's submission (type 5): the modal the interaction `opened_by` was
+        answered with (callback type 9), filled in with `values` (text inputs' custom_id ->
+        value), by `opened_by`'s user unless told. Discord sends the components as the modal
+        laid them out (a label holds its `component`; a legacy action row its `components`)
+        and, for a modal opened from a component, the message it belongs to."""
+        modal = self.modals.get(int(opened_by["id"]))
+        if modal is None:
+            raise ValueError(f"interaction {opened_by['id']} was not answered with a modal")
+        who = user or int((opened_by.get("member") or opened_by)["user"]["id"])
+        guild_id = int(opened_by["guild_id"]) if "guild_id" in opened_by else None
+        payload = self._interaction(5, who, int(opened_by["channel_id"]), guild_id)
+
+        def filled(component: JSON) -> JSON:
+            out = {"type": component["type"], "id": component.get("id", 0)}
+            if component["type"] == 18:
+                return out | {"component": filled(component["component"])}
+            if component["type"] == 1:
+                return out | {"components": [filled(c) for c in component["components"]]}
+            custom_id = component.get("custom_id", "")
+            return out | {"custom_id": custom_id, "value": values.get(custom_id, "")}
+
+        data = {"custom_id": modal["custom_id"]}
+        data["components"] = [filled(c) for c in modal["components"]]
+        message = opened_by.get("message")
+        return payload | {"data": data} | ({"message": message} if message else {})
+
     # -- REST ------------------------------------------------------------------------------
 
     async def _rest(self, request: web.Request) -> web.Response:
-        path, body = "/" + request.match_info["path"], None
+        path, body, files = "/" + request.match_info["path"], None, []
         if request.content_type.startswith("multipart/"):  # uploads: JSON rides in payload_json
-            body = json.loads(str((await request.post()).get("payload_json", "null")))
+            form = await request.post()
+            body = json.loads(str(form.get("payload_json", "null")))
+            for name, part in form.items():
+                if isinstance(part, web.FileField):
+                    data = part.file.read()
+                    files.append(Upload(name, part.filename, part.content_type, data))
         elif request.can_read_body:
             body = await request.json()
         headers, query = dict(request.headers), dict(request.query)
-        self.calls.append(call := Call(request.method, path, body, headers, query))
+        call = Call(request.method, path, body, headers, query, files=tuple(files))
+        self.calls.append(call)
         _CALL.set(call)
         for watcher in self._watchers:
             watcher(call)
@@ -793,6 +897,7 @@ class FakeDiscord:
             raise _form_error("content", "BASE_TYPE_MAX_LENGTH", "Must be 2000 or fewer in length.")
         if not any(body.get(k) for k in ("content", "embeds", "components", "attachments", "poll")):
             raise DiscordError(400, 50006, "Cannot send an empty message")
+        _check_components(body.get("components") or [], "components")
 
     def _same_nonce(self, channel_id: str, body: JSON) -> JSON | None:
         """The bot's message with this post's nonce, made in the past few minutes, when the
@@ -819,6 +924,7 @@ class FakeDiscord:
                 code = "MESSAGE_REFERENCE_UNKNOWN_MESSAGE"
                 raise _form_error("message_reference", code, "Unknown message")
             fields["message_reference"] = ref
+        fields |= self._attachments(body)
         msg = self._message(self.bot_user_id, body.get("content") or "", m["channel_id"], **fields)
         self.sent.append(msg)
         self._revised(msg)
@@ -893,7 +999,13 @@ class FakeDiscord:
             self.sent.append(i.original)
             self._revised(i.original)
             resource["message"] = i.original
+        elif kind == 9:  # MODAL: not an answer to a modal's submission, nor to a ping
+            if i.type not in (2, 3):
+                raise DiscordError(400, 50035, "Interaction has no modal response for this type")
+            _check_modal(data)
+            i.modal = self.modals[int(m["interaction_id"])] = data
         elif kind == 7 and i.message_id in self.messages:  # UPDATE_MESSAGE: the clicked one
+            _check_components(data.get("components") or [], "data.components")
             self.messages[i.message_id].update({k: v for k, v in data.items() if k != "flags"})
             resource["message"] = self.messages[i.message_id]
             self._revised(resource["message"])
@@ -916,7 +1028,37 @@ class FakeDiscord:
         self._check_content(body)
         fields = {k: body[k] for k in ("embeds", "components", "flags", "tts") if k in body}
         fields["webhook_id"] = str(self.application_id)
+        fields |= self._attachments(body)
         msg = self._message(self.bot_user_id, body.get("content") or "", i.channel_id, **fields)
         self.sent.append(msg)
         self._revised(msg)
         return msg if query.get("wait") in TRUE else None
+
+    def _attachments(self, body: JSON) -> JSON:
+        """The message's `attachments` as Discord returns them, from the request's
+        `attachments` (each `id` names its multipart part `files[id]`) and its uploads."""
+        wanted = body.get("attachments") or []
+        if not wanted:
+            return {}
+        uploads = {u.field: u for u in _CALL.get().files}
+        made = []
+        for n, a in enumerate(wanted):
+            if (upload := uploads.get(f"files[{a['id']}]")) is None:
+                raise _form_error(f"attachments.{n}", "ATTACHMENT_NOT_FOUND", "Unknown file")
+            if len(upload.data) > UPLOAD_LIMIT:
+                raise DiscordError(413, 40005, "Request entity too large")
+            attachment_id, filename = self._snowflake(), a.get("filename") or upload.filename
+            url = f"{self.api_base}/attachments/{attachment_id}/{filename}"
+            made.append(
+                {"id": str(attachment_id), "filename": filename}
+                | {"size": len(upload.data), "url": url, "proxy_url": url}
+                | {"content_type": upload.content_type}
+                | ({"description": a["description"]} if a.get("description") else {})
+            )
+        return {"attachments": made}
+
+    def uploaded(self, message: JSON) -> dict[str, bytes]:
+        """The files a message the bot made carries: filename -> bytes, as uploaded."""
+        names = {a["filename"] for a in message.get("attachments") or []}
+        call = next(r.call for r in self.revisions if r.message_id == int(message["id"]))
+        return {u.filename: u.data for u in call.files if u.filename in names}
