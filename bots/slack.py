@@ -46,6 +46,7 @@ from bots.ops import add_ops_routes
 from bots.quiet import QuietPeriod
 from bots.replies import FILES_ONLY, TROUBLE
 from bots.slack_format import escape, to_mrkdwn
+from bots.slack_home import SlackHome
 from bots.slack_stream import MESSAGE_LIMIT, Delivery, StreamSupport, Target
 from engine.bot import MemoryBot, Reply
 from engine.inbox import Inbound
@@ -60,7 +61,13 @@ LOADING = ["Looking through what you've told me…", "Thinking it over…"]
 FEEDBACK_ACTION = "membot_feedback"
 # The events the adapter listens to (deploy/slack-manifest.yaml subscribes to each; a
 # listener for `message` needs the message.channels/groups/im subscriptions).
-EVENTS = ("app_mention", "message", "assistant_thread_started", "assistant_thread_context_changed")
+EVENTS = (
+    "app_mention",
+    "message",
+    "app_home_opened",
+    "assistant_thread_started",
+    "assistant_thread_context_changed",
+)
 # Message subtypes that are a person talking; all others (edits, deletions, joins,
 # bot messages, ...) are ignored.
 USER_SUBTYPES = {None, "file_share", "thread_broadcast"}
@@ -123,6 +130,7 @@ class SlackAdapter:
         self.quiet = QuietPeriod()
         self.audit = AuditLog(settings.audit_log_path)
         self._admins = {a.strip() for a in settings.slack_admins.split(",") if a.strip()}
+        self.home = SlackHome(bot, user_key)  # the App Home tab
         self._register()
 
     # -- wiring ----------------------------------------------------------------------
@@ -130,7 +138,11 @@ class SlackAdapter:
     def _register(self) -> None:
         app = self.app
         app.middleware(self._note_arrival)
-        listeners = {"app_mention": self._on_mention, "message": self._on_message}
+        listeners = {
+            "app_mention": self._on_mention,
+            "message": self._on_message,
+            "app_home_opened": self.home.opened,
+        }
         for event in EVENTS:
             # Sent to assistant apps (the manifest enables the assistant view). Nothing to
             # do, but an event without a listener is not acked and Slack keeps retrying it.
@@ -140,6 +152,7 @@ class SlackAdapter:
         app.action("forget_confirm")(self._forget_confirmed)
         app.action("forget_cancel")(self._forget_cancelled)
         app.action(FEEDBACK_ACTION)(self._feedback_given)
+        self.home.register(app)
         app.error(self._on_error)
 
     async def _identify(self) -> AuthorizeResult:
@@ -398,12 +411,14 @@ class SlackAdapter:
 
     async def _memories_command(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
         await ack()
-        items = await self.bot.memories(user_key(command["team_id"], command["user_id"]))
+        person = user_key(command["team_id"], command["user_id"])
+        items = await self.bot.memories(person, limit=1_000)  # listed to Slack's limits below
         if not items:
             await respond(text="I don't remember anything about you yet.")
             return
-        lines = [f"{n}. {escape(str(i.value.get('text', '')))}" for n, i in enumerate(items, 1)]
-        await respond(text="What I remember about you:\n" + "\n".join(lines))
+        lines = [f"{n}. {_listed(str(i.value.get('text', '')))}" for n, i in enumerate(items, 1)]
+        for part in listing_parts(["What I remember about you:", *lines]):
+            await respond(text=part)
 
     async def _forget_command(
         self, ack: Any, command: dict[str, Any], respond: Any, client: AsyncWebClient
@@ -671,6 +686,40 @@ def _strip_mention(text: str, bot_user_id: str | None) -> str:
     if bot_user_id:
         text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", "", text)
     return text.strip()
+
+
+LISTED_LIMIT = 1_000  # characters of one memory in the /memories list
+RESPONSES = 5  # Slack takes at most 5 posts to one response_url
+
+
+def _listed(text: str) -> str:
+    """One memory in the /memories list: escaped, and cut when long (the Home tab has the
+    rest; the stored text is never changed)."""
+    safe = escape(text)
+    if len(safe) <= LISTED_LIMIT:
+        return safe
+    return re.sub(r"&[a-z]{0,4}\Z", "", safe[: LISTED_LIMIT - 1]) + "…"
+
+
+def listing_parts(lines: list[str], limit: int = MESSAGE_LIMIT) -> list[str]:
+    """Lines packed into at most `RESPONSES` messages of at most `limit` characters (a
+    line is never split; none is longer than a message); when they do not all fit, the
+    last message says how many were left out and where to see them all."""
+    parts: list[str] = []
+    counts: list[int] = []  # lines in each part
+    for line in lines:
+        if parts and len(parts[-1]) + 1 + len(line) <= limit:
+            parts[-1] += "\n" + line
+            counts[-1] += 1
+        else:
+            parts.append(line[:limit])
+            counts.append(1)
+    if len(parts) <= RESPONSES:
+        return parts
+    kept = parts[: RESPONSES - 1]
+    left = len(lines) - sum(counts[: RESPONSES - 1])
+    kept.append(f"…and {left} more. Open my Home tab to page through all of them.")
+    return kept
 
 
 def _confirmation_blocks(question: str, value: str) -> list[dict[str, Any]]:

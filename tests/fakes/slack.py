@@ -31,6 +31,15 @@ slack_sdk sends: it is a reply in a thread (`thread_ts`), names its recipient
 `stopStream` (which may carry the last text and `blocks`) takes no more appends
 (`message_not_in_streaming_state`). `assistant.threads.setStatus` is kept per thread
 (`status_of`) and cleared, as Slack does, when the bot replies in that thread.
+
+App Home and modals: `views.publish` / `views.open` check a view as Slack does (at most 100
+blocks, text and value lengths, unique block ids; why one was refused is in `view_errors`)
+and keep it (`views`, and each person's Home tab in `homes` / `home_of`); `views.open` wants
+a trigger_id this fake issued, once. `conversations.open` gives each user one DM channel
+(`dms`). `files_upload_v2` is three steps, all here: files.getUploadURLExternal, a POST of
+the bytes to the upload URL, files.completeUploadExternal (`files`, with the bytes and the
+channel). `app_home_opened`, `view_action_payload` and `view_submission_payload` build what
+Slack sends for those.
 """
 
 # The waits take `timeout=` because tests read better that way than wrapped in asyncio.timeout.
@@ -128,6 +137,114 @@ def message(
     return event | ({"thread_ts": thread_ts} if thread_ts else {})
 
 
+def app_home_opened(
+    user: str, *, tab: str = "home", channel: str = "D1", view: JSON | None = None
+) -> JSON:
+    """An `app_home_opened` event (the person opened the app's Home or Messages tab); `view`
+    is the Home view they last saw, which Slack includes once one was published."""
+    event = {"type": "app_home_opened", "user": user, "channel": channel, "tab": tab}
+    event["event_ts"] = fresh_ts()
+    return event | ({"view": view} if view is not None else {})
+
+
+# Block Kit limits Slack enforces on views (docs.slack.dev/reference/block-kit/...).
+_TRIGGER = re.compile(r"\d+\.[0-9a-f]{32}")  # what this fake issues as trigger_id
+_TEXT_LIMITS = {"section": 3_000, "header": 150}
+_ELEMENT_LIMITS = {"actions": 25, "context": 10}
+
+
+def _text_of(obj: Any, where: str, limit: int, problems: list[str], plain: bool = False) -> None:
+    if not isinstance(obj, dict) or obj.get("type") not in ("plain_text", "mrkdwn"):
+        problems.append(f"{where}: not a text object")
+    elif plain and obj["type"] != "plain_text":
+        problems.append(f"{where}: must be plain_text")
+    elif not isinstance(obj.get("text"), str) or not 1 <= len(obj["text"]) <= limit:
+        problems.append(f"{where}: text must be 1-{limit} characters")
+
+
+def _element_problems(element: Any, where: str, problems: list[str]) -> None:
+    if not isinstance(element, dict) or not isinstance(element.get("type"), str):
+        problems.append(f"{where}: not an element")
+        return
+    action_id = element.get("action_id")
+    if action_id is not None and (not isinstance(action_id, str) or len(action_id) > 255):
+        problems.append(f"{where}: action_id over 255 characters")
+    if element["type"] == "button":
+        _text_of(element.get("text"), f"{where}/text", 75, problems, plain=True)
+        value = element.get("value")
+        if value is not None and (not isinstance(value, str) or len(value) > 2_000):
+            problems.append(f"{where}: value over 2000 characters")
+        if element.get("style") not in (None, "primary", "danger"):
+            problems.append(f"{where}: unknown style")
+        if (confirm := element.get("confirm")) is not None:
+            _text_of(confirm.get("title"), f"{where}/confirm/title", 100, problems, plain=True)
+            _text_of(confirm.get("text"), f"{where}/confirm/text", 300, problems)
+            for button in ("confirm", "deny"):
+                _text_of(confirm.get(button), f"{where}/confirm/{button}", 30, problems, True)
+    elif element["type"] == "plain_text_input":
+        initial = element.get("initial_value")
+        if initial is not None and (not isinstance(initial, str) or len(initial) > 3_000):
+            problems.append(f"{where}: initial_value over 3000 characters")
+        if not 0 < int(element.get("max_length", 3_000)) <= 3_000:
+            problems.append(f"{where}: max_length must be 1-3000")
+
+
+def _view_problems(view: Any, kind: str) -> list[str]:
+    """Why Slack would refuse `view` as a `kind` ("home" or "modal") view; [] if it would not."""
+    if not isinstance(view, dict) or view.get("type") != kind:
+        return [f"view: type must be {kind}"]
+    problems: list[str] = []
+    blocks = view.get("blocks")
+    if not isinstance(blocks, list) or len(blocks) > 100:
+        problems.append("view/blocks: no more than 100 items allowed")
+        blocks = []
+    if len(view.get("private_metadata") or "") > 3_000:
+        problems.append("view/private_metadata: over 3000 characters")
+    if len(view.get("callback_id") or "") > 255:
+        problems.append("view/callback_id: over 255 characters")
+    if kind == "modal":
+        _text_of(view.get("title"), "view/title", 24, problems, plain=True)
+        for button in ("submit", "close"):
+            if view.get(button) is not None:
+                _text_of(view[button], f"view/{button}", 24, problems, plain=True)
+        if any(b.get("type") == "input" for b in blocks if isinstance(b, dict)):
+            if view.get("submit") is None:
+                problems.append("view/submit: required with input blocks")
+    block_ids: set[str] = set()
+    for n, block in enumerate(blocks):
+        where = f"view/blocks/{n}"
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            problems.append(f"{where}: not a block")
+            continue
+        if (block_id := block.get("block_id")) is not None:
+            if not isinstance(block_id, str) or len(block_id) > 255 or block_id in block_ids:
+                problems.append(f"{where}: block_id must be unique and at most 255 characters")
+            block_ids.add(str(block_id))
+        kind_ = block["type"]
+        if kind_ in _TEXT_LIMITS and ("text" in block or kind_ == "header"):
+            plain = kind_ == "header"
+            _text_of(block.get("text"), f"{where}/text", _TEXT_LIMITS[kind_], problems, plain)
+        if kind_ in ("section",) and "accessory" in block:
+            _element_problems(block["accessory"], f"{where}/accessory", problems)
+        if kind_ in _ELEMENT_LIMITS:
+            elements = block.get("elements")
+            if not isinstance(elements, list) or not 1 <= len(elements) <= _ELEMENT_LIMITS[kind_]:
+                problems.append(f"{where}/elements: 1-{_ELEMENT_LIMITS[kind_]} items")
+                continue
+            action_ids = [e.get("action_id") for e in elements if isinstance(e, dict)]
+            if len([a for a in action_ids if a]) != len({a for a in action_ids if a}):
+                problems.append(f"{where}: action_ids must be unique in a block")
+            for i, element in enumerate(elements):
+                if kind_ == "context":
+                    _text_of(element, f"{where}/elements/{i}", 3_000, problems)
+                else:
+                    _element_problems(element, f"{where}/elements/{i}", problems)
+        if kind_ == "input":
+            _text_of(block.get("label"), f"{where}/label", 2_000, problems, plain=True)
+            _element_problems(block.get("element"), f"{where}/element", problems)
+    return problems
+
+
 @dataclass(frozen=True)
 class Call:
     """One Web API call: `args` merges query string, form and JSON body; `token` from either."""
@@ -152,6 +269,21 @@ class Message:
     streamed: bool = False
     streaming: bool = False
     deleted: bool = False
+
+
+@dataclass
+class UploadedFile:
+    """A file the bot uploaded (files.getUploadURLExternal, the upload, then
+    files.completeUploadExternal): `data` once uploaded, `channel` once shared."""
+
+    id: str
+    name: str
+    length: int
+    data: bytes | None = None
+    title: str = ""
+    channel: str | None = None
+    initial_comment: str = ""
+    thread_ts: str | None = None
 
 
 STREAM_METHODS = ("chat.startStream", "chat.appendStream", "chat.stopStream")
@@ -255,7 +387,20 @@ class FakeSlack:
             "conversations.replies": self._replies,
             "assistant.threads.setStatus": self._set_status,
             "apps.connections.open": lambda a: {"url": self.socket_url},
+            "views.publish": self._views_publish,
+            "views.open": self._views_open,
+            "conversations.open": self._conversations_open,
+            "files.getUploadURLExternal": self._get_upload_url,
+            "files.completeUploadExternal": self._complete_upload,
         }
+        # App Home and modals: every view published or opened, in order (`views`), the Home
+        # tab each person sees now (`homes`), and what made Slack refuse one (`view_errors`).
+        self.views: list[JSON] = []
+        self.homes: dict[str, JSON] = {}
+        self.view_errors: list[str] = []
+        self._used_triggers: set[str] = set()
+        self.dms: dict[str, str] = {}  # user -> their DM channel with the app
+        self.files: dict[str, UploadedFile] = {}  # by file id
 
     @property
     def api_url(self) -> str:
@@ -327,6 +472,7 @@ class FakeSlack:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)  # the SDK GETs e.g. users.info
         app.router.add_post("/response/{n}", self._response)
+        app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -480,6 +626,98 @@ class FakeSlack:
         self.responses.append(await request.json())
         return web.json_response({"ok": True})
 
+    # -- App Home, modals, DMs and files ---------------------------------------------------
+
+    def home_of(self, user: str) -> JSON:
+        """The Home tab `user` sees now (KeyError if none was published for them)."""
+        return self.homes[user]
+
+    def _view(self, args: JSON, kind: str) -> JSON:
+        view = args["view"]
+        if isinstance(view, str):  # a form field
+            view = json.loads(view)
+        problems = _view_problems(view, kind)
+        if problems:
+            self.view_errors.extend(problems)
+            raise _Error("invalid_arguments")
+        stored = dict(view) | {"id": f"V{next(self._ids):08d}", "team_id": self.team_id}
+        stored |= {"app_id": self.app_id, "bot_id": self.bot_id, "hash": uuid.uuid4().hex}
+        stored |= {"state": {"values": {}}, "private_metadata": view.get("private_metadata", "")}
+        stored |= {"callback_id": view.get("callback_id", "")}
+        self.views.append(stored)
+        return stored
+
+    def _views_publish(self, args: JSON) -> JSON:
+        user = args["user_id"]
+        if self.users and user not in self.users:
+            raise _Error("user_not_found")
+        view = self._view(args, "home")
+        self.homes[user] = view
+        return {"view": view}
+
+    def _views_open(self, args: JSON) -> JSON:
+        trigger = args.get("trigger_id") or ""
+        if not _TRIGGER.fullmatch(trigger):
+            raise _Error("invalid_trigger_id")
+        if trigger in self._used_triggers:
+            raise _Error("exchanged_trigger_id")  # a trigger opens one view
+        view = self._view(args, "modal")
+        self._used_triggers.add(trigger)
+        return {"view": view | {"root_view_id": view["id"], "previous_view_id": None}}
+
+    def _conversations_open(self, args: JSON) -> JSON:
+        users = [u for u in (args.get("users") or "").split(",") if u]
+        if args.get("channel"):
+            return {"channel": {"id": args["channel"]}}
+        if not users:
+            raise _Error("users_list_not_supplied")
+        if len(users) > 1:
+            raise _Error("not_supported")  # our fake knows only one-to-one DMs
+        if self.users and users[0] not in self.users:
+            raise _Error("user_not_found")
+        already = users[0] in self.dms
+        channel = self.dms.setdefault(users[0], f"D{next(self._ids):08d}")
+        return {"channel": {"id": channel}, "no_op": already, "already_open": already}
+
+    def _get_upload_url(self, args: JSON) -> JSON:
+        if not args.get("filename"):
+            raise _Error("invalid_arguments")
+        try:
+            length = int(args["length"])
+        except (TypeError, ValueError):
+            raise _Error("invalid_arguments") from None
+        file_id = f"F{next(self._ids):08d}"
+        self.files[file_id] = UploadedFile(file_id, args["filename"], length)
+        return {"upload_url": f"http://127.0.0.1:{self.port}/upload/{file_id}", "file_id": file_id}
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        """The upload URL: the file's bytes, as the body of a POST."""
+        found = self.files.get(request.match_info["file_id"])
+        if found is None:
+            return web.Response(status=404, text="not found")
+        data = await request.read()
+        if len(data) != found.length:
+            return web.Response(status=400, text="length mismatch")
+        found.data = data
+        return web.Response(text=f"OK - {len(data)}")
+
+    def _complete_upload(self, args: JSON) -> JSON:
+        files = args["files"]
+        files = json.loads(files) if isinstance(files, str) else files
+        if not isinstance(files, list) or not files:
+            raise _Error("invalid_arguments")
+        shared = []
+        for entry in files:
+            found = self.files.get(entry.get("id") if isinstance(entry, dict) else None)
+            if found is None or found.data is None:
+                raise _Error("file_not_found")  # never uploaded
+            found.title = entry.get("title") or found.name
+            found.channel = args.get("channel_id") or None
+            found.initial_comment = args.get("initial_comment") or ""
+            found.thread_ts = args.get("thread_ts") or None
+            shared.append({"id": found.id, "name": found.name, "title": found.title})
+        return {"files": shared}
+
     # -- HTTP mode: Slack -> app -----------------------------------------------------------
 
     def event_payload(
@@ -561,6 +799,77 @@ class FakeSlack:
             "message": bot_message | {"bot_id": self.bot_id, "text": ""},
             "response_url": self.response_url(),
             "actions": [action | {"action_ts": fresh_ts()}],
+        }
+
+    def _interaction_user(self, user_id: str, team_id: str) -> JSON:
+        name = user_id.lower()
+        return {"id": user_id, "username": name, "name": name, "team_id": team_id}
+
+    def view_action_payload(
+        self, user_id: str, view: JSON, block_id: str, action_id: str, *, team_id: str | None = None
+    ) -> JSON:
+        """A click on a button of a published view (e.g. the Home tab), as `block_actions`:
+        Slack reports the button's own value and the whole view; there is no channel, no
+        message and no response_url. A button with a `confirm` dialog is only reported once
+        the person confirmed it."""
+        team_id = team_id or self.team_id
+        (block,) = [b for b in view["blocks"] if b.get("block_id") == block_id]
+        elements = [block["accessory"]] if "accessory" in block else block.get("elements", [])
+        (element,) = [e for e in elements if e.get("action_id") == action_id]
+        action = {"type": element["type"], "action_id": action_id, "block_id": block_id}
+        action |= {"text": element.get("text"), "action_ts": fresh_ts()}
+        if "value" in element:
+            action["value"] = element["value"]
+        if "style" in element:
+            action["style"] = element["style"]
+        return {
+            "type": "block_actions",
+            "user": self._interaction_user(user_id, team_id),
+            "api_app_id": self.app_id,
+            "token": "legacy-verification-token",
+            "container": {"type": "view", "view_id": view["id"]},
+            "trigger_id": f"{next(self._ids)}.{uuid.uuid4().hex}",
+            "team": {"id": team_id, "domain": "test"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "view": view,
+            "actions": [action],
+        }
+
+    def view_submission_payload(
+        self,
+        user_id: str,
+        view: JSON,
+        values: dict[str, dict[str, str]],
+        *,
+        team_id: str | None = None,
+    ) -> JSON:
+        """A modal's submit, as `view_submission`: the view as opened, its `state.values`
+        (block_id -> action_id -> the input's value) filled in."""
+        team_id = team_id or self.team_id
+        types = {
+            (b.get("block_id"), b["element"].get("action_id")): b["element"]["type"]
+            for b in view["blocks"]
+            if b.get("type") == "input"
+        }
+        state = {
+            block: {
+                action: {"type": types[(block, action)], "value": value}
+                for action, value in actions.items()
+            }
+            for block, actions in values.items()
+        }
+        return {
+            "type": "view_submission",
+            "team": {"id": team_id, "domain": "test"},
+            "user": self._interaction_user(user_id, team_id),
+            "api_app_id": self.app_id,
+            "token": "legacy-verification-token",
+            "trigger_id": f"{next(self._ids)}.{uuid.uuid4().hex}",
+            "view": view | {"state": {"values": state}},
+            "response_urls": [],
+            "is_enterprise_install": False,
+            "enterprise": None,
         }
 
     async def post_event(
