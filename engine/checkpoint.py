@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol, TypeAlias, TypeGuard, cast, runtime_checkable
 
+import aiosqlite
 import psycopg
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -308,6 +309,20 @@ async def _check_connection(conn: AsyncConnection[DictRow]) -> None:
     which with `prepare_threshold=0` is prepared anew on every checkout and never freed:
     the server backend grew ~3 KB per checkout. This one is never prepared."""
     await conn.execute("SELECT 1", prepare=False)
+
+
+@asynccontextmanager
+async def open_sqlite_file(path: Path, *schema: str) -> AsyncIterator[aiosqlite.Connection]:
+    """An aiosqlite connection to `path` (created with its folder), in WAL mode (readers
+    never wait for the writer), with the `CREATE … IF NOT EXISTS` statements of `schema`
+    run: the embedded journal and inbox each keep a small table this way."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    async with aiosqlite.connect(path) as conn:
+        await conn.execute("PRAGMA journal_mode=WAL")
+        for statement in schema:
+            await conn.execute(statement)
+        await conn.commit()
+        yield conn
 
 
 async def create_table_once(pool: Pool, ddl: str, *, name: str) -> None:

@@ -37,7 +37,13 @@ from typing import Any, Protocol
 
 import aiosqlite
 
-from engine.checkpoint import Pool, create_table_once, is_postgres_url, open_pool
+from engine.checkpoint import (
+    Pool,
+    create_table_once,
+    is_postgres_url,
+    open_pool,
+    open_sqlite_file,
+)
 
 DONE_KEPT_SECONDS = 86_400.0  # a done key de-duplicates redeliveries for a day
 PURGE_EVERY = 500  # acceptances between deletions of old done keys
@@ -119,6 +125,20 @@ def _new_owner() -> str:
     return uuid.uuid4().hex
 
 
+def _new_row(inbound: Inbound, owner: str, *, now: float, lease: float) -> tuple[Any, ...]:
+    """The columns an accepted message is inserted with, in both backends' order: key,
+    platform, user_id, entry, owner, lease_until, accepted_at."""
+    return (
+        inbound.key,
+        inbound.platform,
+        inbound.user_id,
+        _encode(inbound),
+        owner,
+        now + lease,
+        now,
+    )
+
+
 class SqliteInbox:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
@@ -128,17 +148,14 @@ class SqliteInbox:
     @classmethod
     @asynccontextmanager
     async def open(cls, path: Path) -> AsyncIterator[SqliteInbox]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        async with aiosqlite.connect(path) as conn:
-            await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS inbox (key TEXT PRIMARY KEY, platform TEXT NOT NULL,"
-                " user_id TEXT NOT NULL, entry TEXT NOT NULL, reply TEXT, done INTEGER NOT NULL"
-                " DEFAULT 0, owner TEXT NOT NULL, lease_until REAL NOT NULL,"
-                " accepted_at REAL NOT NULL)"
-            )
-            await conn.execute("CREATE INDEX IF NOT EXISTS inbox_open ON inbox (done, platform)")
-            await conn.commit()
+        async with open_sqlite_file(
+            path,
+            "CREATE TABLE IF NOT EXISTS inbox (key TEXT PRIMARY KEY, platform TEXT NOT NULL,"
+            " user_id TEXT NOT NULL, entry TEXT NOT NULL, reply TEXT, done INTEGER NOT NULL"
+            " DEFAULT 0, owner TEXT NOT NULL, lease_until REAL NOT NULL,"
+            " accepted_at REAL NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS inbox_open ON inbox (done, platform)",
+        ) as conn:
             yield cls(conn)
 
     async def accept(self, inbound: Inbound, *, lease: float) -> bool:
@@ -146,15 +163,7 @@ class SqliteInbox:
         cur = await self._conn.execute(
             "INSERT INTO inbox (key, platform, user_id, entry, owner, lease_until, accepted_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
-            (
-                inbound.key,
-                inbound.platform,
-                inbound.user_id,
-                _encode(inbound),
-                self.owner,
-                now + lease,
-                now,
-            ),
+            _new_row(inbound, self.owner, now=now, lease=lease),
         )
         self._accepted += 1
         if self._accepted % PURGE_EVERY == 0:
@@ -236,15 +245,7 @@ class PostgresInbox:
             cur = await conn.execute(
                 f"INSERT INTO {self.TABLE} (key, platform, user_id, entry, owner, lease_until,"
                 " accepted_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (key) DO NOTHING",
-                (
-                    inbound.key,
-                    inbound.platform,
-                    inbound.user_id,
-                    _encode(inbound),
-                    self.owner,
-                    now + lease,
-                    now,
-                ),
+                _new_row(inbound, self.owner, now=now, lease=lease),
             )
             self._accepted += 1
             if self._accepted % PURGE_EVERY == 0:

@@ -28,7 +28,13 @@ from typing import Protocol
 import aiosqlite
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from engine.checkpoint import Pool, create_table_once, is_postgres_url, open_pool
+from engine.checkpoint import (
+    Pool,
+    create_table_once,
+    is_postgres_url,
+    open_pool,
+    open_sqlite_file,
+)
 from engine.models import message_text
 
 
@@ -104,14 +110,11 @@ class SqliteOutbox:
     @classmethod
     @asynccontextmanager
     async def open(cls, path: Path) -> AsyncIterator[SqliteOutbox]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        async with aiosqlite.connect(path) as conn:
-            await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY,"
-                " entry TEXT NOT NULL, added_at REAL NOT NULL)"
-            )
-            await conn.commit()
+        async with open_sqlite_file(
+            path,
+            "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY,"
+            " entry TEXT NOT NULL, added_at REAL NOT NULL)",
+        ) as conn:
             yield cls(conn)
 
     async def add(self, pending: Pending) -> int:
