@@ -7,10 +7,11 @@ import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
@@ -62,18 +63,24 @@ async def slack() -> AsyncIterator[FakeSlack]:
         yield fake
 
 
-@pytest.fixture(params=["http", "socket"])
-async def harness(request, slack, tmp_path: Path, local_embeddings) -> AsyncIterator[Harness]:
-    mode = request.param
+H = TypeVar("H", bound="Harness")
+
+
+@asynccontextmanager
+async def running_adapter(
+    kind: type[H], mode: str, slack: FakeSlack, data_dir: Path, embeddings: Any
+) -> AsyncIterator[H]:
+    """The adapter on the offline bot, reached by `slack` in `mode` ("http": signed
+    requests to its web app; "socket": Socket Mode envelopes), as a `kind` harness."""
     settings = Settings(
-        data_dir=tmp_path,
+        data_dir=data_dir,
         llm_provider="offline",
         slack_bot_token="xoxb-test",
         slack_signing_secret=SECRET,
         slack_app_token="xapp-test" if mode == "socket" else None,
         slack_api_url=slack.api_url,
     )
-    async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
+    async with MemoryBot.open(settings, embeddings=embeddings) as bot:
         adapter = SlackAdapter(bot, settings)
         if mode == "http":
             runner = web.AppRunner(adapter.web_app())
@@ -81,7 +88,7 @@ async def harness(request, slack, tmp_path: Path, local_embeddings) -> AsyncIter
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
             url = f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
-            yield Harness(
+            yield kind(
                 slack,
                 bot,
                 adapter,
@@ -109,9 +116,15 @@ async def harness(request, slack, tmp_path: Path, local_embeddings) -> AsyncIter
             async def action(payload):
                 return await slack.push("interactive", payload)
 
-            yield Harness(slack, bot, adapter, mode, event, command, action)
+            yield kind(slack, bot, adapter, mode, event, command, action)
             await handler.close_async()
             await adapter.aclose()
+
+
+@pytest.fixture(params=["http", "socket"])
+async def harness(request, slack, tmp_path: Path, local_embeddings) -> AsyncIterator[Harness]:
+    async with running_adapter(Harness, request.param, slack, tmp_path, local_embeddings) as run:
+        yield run
 
 
 async def test_seed_scenario(harness: Harness) -> None:

@@ -7,37 +7,27 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack import SlackAdapter
 from bots.slack_home import EDIT_BLOCK, EDIT_INPUT
 from engine.bot import MemoryBot
 from engine.memory.namespace import memory_namespace
-from engine.settings import Settings
 from tests.fakes.slack import FakeSlack, app_home_opened
 from tests.fakes.waits import eventually
+from tests.test_slack import SECRET, Harness, running_adapter
 
-SECRET = "test-signing-secret"
 THINGS = ["tea", "jazz", "cats", "rain", "chess", "bread", "snow", "maps", "owls", "figs"]
 THINGS += ["kites", "moss"]
 
 
-@dataclass
-class Home:
-    slack: FakeSlack
-    bot: MemoryBot
-    deliver_event: Callable[..., Awaitable[Any]]
-    deliver_action: Callable[..., Awaitable[Any]]
-    deliver_command: Callable[..., Awaitable[Any]]
+class Home(Harness):
+    """The running adapter, with what a person does on their Home tab."""
 
     async def published(self, user: str, count: int) -> dict[str, Any]:
         """The Home tab `user` sees once `count` views were published for them."""
@@ -71,48 +61,8 @@ async def slack() -> AsyncIterator[FakeSlack]:
 
 @pytest.fixture(params=["http", "socket"])
 async def home(request, slack, tmp_path: Path, local_embeddings) -> AsyncIterator[Home]:
-    mode = request.param
-    settings = Settings(
-        data_dir=tmp_path,
-        llm_provider="offline",
-        slack_bot_token="xoxb-test",
-        slack_signing_secret=SECRET,
-        slack_app_token="xapp-test" if mode == "socket" else None,
-        slack_api_url=slack.api_url,
-    )
-    async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
-        adapter = SlackAdapter(bot, settings)
-        if mode == "http":
-            runner = web.AppRunner(adapter.web_app())
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            url = f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
-            yield Home(
-                slack,
-                bot,
-                lambda event: slack.post_event(url, event),
-                lambda payload: slack.post_interaction(url, payload),
-                lambda command, **kw: slack.post_command(url, command, **kw),
-            )
-            await runner.cleanup()
-        else:
-            handler = AsyncSocketModeHandler(adapter.app, "xapp-test")
-            await handler.connect_async()
-            await slack.connected()
-
-            async def event(event):
-                return await slack.push("events_api", slack.event_payload(event))
-
-            async def action(payload):
-                return await slack.push("interactive", payload)
-
-            async def command(command, **kw):
-                return await slack.push("slash_commands", slack.command_payload(command, **kw))
-
-            yield Home(slack, bot, event, action, command)
-            await handler.close_async()
-        await adapter.aclose()
+    async with running_adapter(Home, request.param, slack, tmp_path, local_embeddings) as run:
+        yield run
 
 
 async def remember(bot: MemoryBot, user: str, things: list[str]) -> None:
