@@ -45,7 +45,6 @@ import discord
 import yarl
 from discord import app_commands
 
-from bots.audit import AuditLog
 from bots.chunking import split_message
 from bots.discord_memories import send_export, send_memories
 from bots.discord_stream import (
@@ -60,6 +59,7 @@ from bots.discord_stream import (
     Postable,
 )
 from bots.replies import FILES_ONLY, TROUBLE
+from engine.audit import AuditLog
 from engine.bot import MemoryBot
 from engine.inbox import Inbound
 from engine.settings import Settings

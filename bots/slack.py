@@ -40,7 +40,6 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.audit import AuditLog
 from bots.chunking import split_message
 from bots.ops import add_ops_routes
 from bots.quiet import QuietPeriod
@@ -48,6 +47,7 @@ from bots.replies import FILES_ONLY, TROUBLE
 from bots.slack_format import escape, to_mrkdwn
 from bots.slack_home import SlackHome
 from bots.slack_stream import MESSAGE_LIMIT, Delivery, StreamSupport, Target
+from engine.audit import AuditLog
 from engine.bot import MemoryBot, Reply
 from engine.inbox import Inbound
 from engine.settings import Settings

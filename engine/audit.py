@@ -1,4 +1,5 @@
-"""The audit trail of administrative erasures: who erased whose memories, when, how many.
+"""The audit trail of acts on someone's identity or memories: admin erasures, account links
+and unlinks (who, whom, when, how many).
 
 One JSON object per line, appended to a file (durable, greppable) and logged on the
 `membot.audit` logger (for log shipping).
