@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,12 +30,15 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore, Item
 
 from engine import metrics
+from engine.audit import AuditLog
 from engine.checkpoint import open_checkpointer
 from engine.conversation import ThreadState, over_budget, thread_state
 from engine.embeddings import make_embeddings
+from engine.identity import Code, Identities, said_within, tenancy_of
 from engine.inbox import Inbound, Inbox, MemoryInbox, open_inbox
 from engine.locks import LocalLocks, Locks, open_locks
 from engine.memory.extract import extract_facts
+from engine.memory.linking import Moved, merge_into, split_off
 from engine.memory.manager import MemoryManager
 from engine.memory.namespace import memory_namespace, storable_id
 from engine.memory.outbox import Outbox, Pending, open_outbox
@@ -56,6 +60,9 @@ CHECKPOINT_FILE = "checkpoints.sqlite"  # in data_dir, unless MEMBOT_CHECKPOINT_
 PREVIOUS_CHANNEL = "__previous__"
 _ALL_FACTS = 100_000  # a count for the confirmation, far above any one person's facts
 INBOX_SWEEP_SECONDS = 30.0  # how often open messages of dead processes are looked for
+
+LINKS_LOCK = "membot:identity-links"  # one link change at a time, across replicas
+LINK_PENDING = ("link_pending",)  # link changes begun, not yet finished (a crash)
 
 STORAGE_APOLOGY = (
     "Sorry, I can't reach my conversation storage right now, so I couldn't read or save "
@@ -109,6 +116,9 @@ class MemoryBot:
             recall_timeout=settings.recall_timeout_seconds,
         )
         self.memory = MemoryManager(store, model, one_at_a_time=self.locks.user_memory)
+        # Linked accounts share one person's memories (engine/identity.py).
+        self.identities = Identities(store)
+        self.audit = AuditLog(settings.audit_log_path)
         self.writer = DebouncedWriter(self._after_turns, debounce=settings.memory_debounce_seconds)
 
     @classmethod
@@ -166,6 +176,7 @@ class MemoryBot:
             )
             stack.push_async_callback(bot._close_writer)  # runs before the store closes
             stack.push_async_callback(bot._stop_background)
+            await bot.finish_links()
             retries = asyncio.create_task(bot._retry_journal_forever(), name="journal-retry")
             stack.push_async_callback(_cancel, retries)
             yield bot
@@ -226,7 +237,6 @@ class MemoryBot:
             metrics.count_reply(notice, started)
             yield notice
             return
-        config: dict[str, Any] = {"configurable": {"thread_id": thread_id, "user_id": user_id}}
         # The episode's key derives from the message id: one per message, even redelivered.
         message_id = message_id or uuid.uuid4().hex
         sent = (at if at.tzinfo else at.replace(tzinfo=UTC)) if at else datetime.now(UTC)
@@ -234,6 +244,9 @@ class MemoryBot:
         message: AIMessage | None = None
         streamed = False
         try:
+            # Whose memories this turn recalls and keeps: the person, when linked.
+            owner = await self.identities.person(user_id)
+            config = {"configurable": {"thread_id": thread_id, "user_id": owner}}
             async with self._turn(thread_id):
                 # One checkpoint write at the end of the turn instead of one per step: a
                 # turn cut short leaves no trace either way (it is absent, not half there).
@@ -455,13 +468,19 @@ class MemoryBot:
             except Exception:
                 logger.warning("memory journal unavailable; learning without it", exc_info=True)
         try:
-            await self.memory.learn(pending.user_id, pending.thread_id, pending.messages)
+            await self._learn_for(pending)
         except Exception as err:
             kept = "kept in the journal for a retry" if entry is not None else "lost"
             logger.warning("memory learning failed (%s); %s", type(err).__name__, kept)
             return
         if entry is not None and self.journal is not None:
             await self.journal.remove(entry)
+
+    async def _learn_for(self, pending: Pending) -> None:
+        """Learning goes to whoever the account belongs to now: an account linked since
+        the turn learns into the person's memories."""
+        owner = await self.identities.person(pending.user_id)
+        await self.memory.learn(owner, pending.thread_id, pending.messages)
 
     async def retry_journal(self, *, older_than: float | None = None) -> int:
         """Learn from journaled batches whose first attempt failed or was cut short (store
@@ -470,10 +489,7 @@ class MemoryBot:
             return 0
         grace = self.settings.memory_retry_seconds if older_than is None else older_than
 
-        async def relearn(pending: Pending) -> None:
-            await self.memory.learn(pending.user_id, pending.thread_id, pending.messages)
-
-        return await self.journal.drain(relearn, older_than=grace)
+        return await self.journal.drain(self._learn_for, older_than=grace)
 
     async def _retry_journal_forever(self) -> None:
         while True:
@@ -527,26 +543,36 @@ class MemoryBot:
         await self.checkpointer.adelete_thread(storable_id(thread_id))
 
     # -- memories ----------------------------------------------------------------------
+    # Every call names an account (`user_id`, as the adapter knows it); the memories are
+    # those of its person when it is linked (engine/identity.py), so one person is one
+    # memory on every platform, and an account reaches no one else's.
+
+    async def _owner(self, user_id: str) -> str:
+        """Whose memories `user_id` acts on, once their learning in progress is done."""
+        owner = await self.identities.person(user_id)
+        for member in await self.identities.members(owner):
+            await self.writer.flush(member)
+        return owner
 
     async def memories(self, user_id: str, limit: int = 100) -> list[Item]:
         """The user's facts, newest first (after what they just said is learnt). Episodes,
         the messages themselves, are not listed: see `episodes()`."""
-        await self.writer.flush(user_id)
-        return await self.store.asearch(memory_namespace(user_id), filter=FACTS_ONLY, limit=limit)
+        owner = await self._owner(user_id)
+        return await self.store.asearch(memory_namespace(owner), filter=FACTS_ONLY, limit=limit)
 
     async def memory_page(self, user_id: str, *, offset: int = 0, limit: int = 20) -> list[Item]:
         """One page of the user's facts, newest first (each with its kind, dates and
         source thread in its value), for a list a person pages through."""
-        await self.writer.flush(user_id)
+        owner = await self._owner(user_id)
         return await self.store.asearch(
-            memory_namespace(user_id), filter=FACTS_ONLY, limit=limit, offset=offset
+            memory_namespace(owner), filter=FACTS_ONLY, limit=limit, offset=offset
         )
 
     async def forget_memory(self, user_id: str, key: str) -> bool:
         """Erase one of the user's facts (theirs only: the key is looked up in their own
         memories); the history records it "by user". False if there is no such fact."""
-        await self.writer.flush(user_id)  # learning in progress may be rewriting it
-        return await self.memory.correct(user_id, key, None) is not None
+        owner = await self._owner(user_id)  # learning in progress may be rewriting it
+        return await self.memory.correct(owner, key, None) is not None
 
     async def edit_memory(self, user_id: str, key: str, text: str) -> Item | None:
         """The user's own correction of one fact, stored as they wrote it; None if there
@@ -554,28 +580,36 @@ class MemoryBot:
         text = clean_text(text or "").strip()
         if not text:
             return None
-        await self.writer.flush(user_id)
-        if await self.memory.correct(user_id, key, text) is None:
+        owner = await self._owner(user_id)
+        if await self.memory.correct(owner, key, text) is None:
             return None
-        return await self.store.aget(memory_namespace(user_id), key)
+        return await self.store.aget(memory_namespace(owner), key)
 
     async def export_memories(self, user_id: str) -> dict[str, Any]:
         """Everything held about the user, as one JSON-ready document
-        (`engine/portability.py`): facts, episodes, history, conversation ids."""
-        await self.writer.flush(user_id)
-        return await export_person(self.store, user_id)
+        (`engine/portability.py`): facts, episodes, history, conversation ids, and the
+        accounts linked to them."""
+        owner = await self._owner(user_id)
+        document = await export_person(self.store, owner)
+        document["user_id"] = user_id
+        document["accounts"] = await self.identities.members(owner)
+        return document
 
     async def import_memories(
         self, document: dict[str, Any], *, user_id: str | None = None
     ) -> dict[str, int]:
-        """Load an export (into a fresh store, typically); see `import_person`."""
-        return await import_person(self.store, document, user_id=user_id)
+        """Load an export (into a fresh store, typically) for `user_id` (default: the
+        account it was exported from); see `import_person`."""
+        account = user_id or (document.get("user_id") if isinstance(document, dict) else None)
+        owner = (
+            await self.identities.person(account) if isinstance(account, str) and account else None
+        )
+        return await import_person(self.store, document, user_id=owner)
 
     async def episodes(self, user_id: str, limit: int = 100) -> list[Item]:
         """What the user said (questions included), kept verbatim, newest first."""
-        return await self.store.asearch(
-            memory_namespace(user_id), filter=EPISODES_ONLY, limit=limit
-        )
+        owner = await self.identities.person(user_id)
+        return await self.store.asearch(memory_namespace(owner), filter=EPISODES_ONLY, limit=limit)
 
     async def count_memories(self, user_id: str, limit: int = 1000) -> int:
         """How many memories a user has (up to `limit`), e.g. for a confirmation prompt."""
@@ -587,8 +621,9 @@ class MemoryBot:
         text = clean_text(text or "").strip()
         if not text:
             return []
-        changes = await self.memory.remember(user_id, source_thread, text)
-        namespace = memory_namespace(user_id)
+        owner = await self.identities.person(user_id)
+        changes = await self.memory.remember(owner, source_thread, text)
+        namespace = memory_namespace(owner)
         # Nothing changed when the fact was already stored verbatim: show that one.
         keys = [c.key for c in changes] or [f.key for f in extract_facts(f"remember: {text}")]
         stored = [await self.store.aget(namespace, key) for key in keys]
@@ -596,20 +631,181 @@ class MemoryBot:
 
     async def memory_history(self, user_id: str, memory_key: str | None = None) -> list[dict]:
         """Why the bot believes what it does: the user's change log, oldest first."""
-        return await memory_history(self.store, user_id, memory_key)
+        owner = await self.identities.person(user_id)
+        return await memory_history(self.store, owner, memory_key)
 
     async def forget(self, user_id: str) -> int:
         """Erase all of a user's memories (facts and episodes), their history and their
         journaled learning; returns how many facts there were (what `memories()` lists:
         the number a person is shown). Learning not yet run is dropped, learning already
-        running is waited for, so nothing the user said before the erasure comes back."""
-        self.writer.discard(user_id)
-        await self.writer.flush(user_id)  # only runs already in progress are left
-        if self.journal is not None:
-            await self.journal.discard(user_id)
-        await self.inbox.discard(user_id)  # their messages awaiting a takeover, too
-        namespace = memory_namespace(user_id)
-        facts = await self.store.asearch(namespace, filter=FACTS_ONLY, limit=_ALL_FACTS)
-        await adelete_namespace(self.store, namespace)
-        await adelete_namespace(self.store, history_namespace(user_id))
+        running is waited for, so nothing the user said before the erasure comes back.
+        A linked person's memories are one: all of them go, the link stays."""
+        owner = await self.identities.person(user_id)
+        members = await self.identities.members(owner)
+        for member in members:
+            self.writer.discard(member)
+            await self.writer.flush(member)  # only runs already in progress are left
+            if self.journal is not None:
+                await self.journal.discard(member)
+            await self.inbox.discard(member)  # their messages awaiting a takeover, too
+        namespace = memory_namespace(owner)
+        async with self.locks.user_memory(owner):
+            facts = await self.store.asearch(namespace, filter=FACTS_ONLY, limit=_ALL_FACTS)
+            await adelete_namespace(self.store, namespace)
+            await adelete_namespace(self.store, history_namespace(owner))
         return len(facts)
+
+    async def erase_member(self, target: str, *, actor: str, platform: str) -> int:
+        """An admin's erasure of another member's memories, audited. The adapter decides
+        who is an admin; the engine that an admin acts only within their own tenancy (the
+        workspace or server both accounts belong to). A linked member is first unlinked,
+        taking what they said in this tenancy with them, and only that is erased: what
+        they said on their other accounts is not this admin's to erase."""
+        if tenancy_of(target) != tenancy_of(actor):
+            raise PermissionError(f"{actor} may not erase memories outside their tenancy")
+        if await self.identities.person(target) != target:
+            await self.unlink(target, actor=actor)
+        erased = await self.forget(target)
+        await self.audit.record(
+            "forget_memories", actor=actor, target=target, count=erased, platform=platform
+        )
+        return erased
+
+    # -- linked accounts ---------------------------------------------------------------
+
+    async def linked_accounts(self, user_id: str) -> list[str]:
+        """The accounts sharing `user_id`'s memories, itself included."""
+        return await self.identities.members(await self.identities.person(user_id))
+
+    async def link_code(self, user_id: str) -> Code:
+        """A one-time code that joins `user_id` with the account that types it
+        (`link`): single use, valid 10 minutes; a new code replaces the last one."""
+        async with self.locks.user_memory(LINKS_LOCK):
+            return await self.identities.issue(user_id)
+
+    async def link(self, user_id: str, code: str) -> LinkResult:
+        """Join `user_id` with the account that issued `code`: one person from now on,
+        their memories merged (history kept, a fact held twice kept once, the newer
+        statement winning) and recalled from either side. Audited."""
+        async with self.locks.user_memory(LINKS_LOCK):
+            redeemed = await self.identities.redeem(user_id, code)
+            if redeemed.issuer is None:
+                return LinkResult(False, redeemed.refusal or "That code isn't valid.")
+            issuer = redeemed.issuer
+            if issuer == user_id:
+                return LinkResult(
+                    False, "That code is this account's own: type it on your other account."
+                )
+            mine = await self.identities.person(user_id)
+            theirs = await self.identities.person(issuer)
+            if mine == theirs:
+                return LinkResult(True, "These accounts are already linked.")
+            accounts = [
+                *await self.identities.members(theirs),
+                *await self.identities.members(mine),
+            ]
+            tenancies = [tenancy_of(account) for account in accounts]
+            if len(set(tenancies)) < len(tenancies):
+                return LinkResult(
+                    False,
+                    "Both accounts are in the same workspace or server; only accounts on "
+                    "different platforms or workspaces can be linked.",
+                )
+            for account in accounts:
+                await self.writer.flush(account)
+            person = await self.identities.join(accounts)
+            sources = [owner for owner in (theirs, mine) if owner != person]
+            await self._pending(person, {"op": "merge", "sources": sources})
+            moved = await self._merge(person, sources)
+            await self.audit.record(
+                "link", actor=user_id, target=issuer, count=moved.facts, person=person
+            )
+        others = len(accounts) - 1
+        return LinkResult(
+            True,
+            f"Linked: you are one person here and on {others} other account"
+            f"{'s' if others > 1 else ''}. I now remember {moved.facts} thing"
+            f"{'s' if moved.facts != 1 else ''} about you on each of them"
+            + (f" ({moved.merged} said on both kept once)." if moved.merged else "."),
+            moved,
+        )
+
+    async def unlink(self, user_id: str, *, actor: str | None = None) -> LinkResult:
+        """Separate `user_id` from its person from now on: what was said on this account
+        (in its tenancy) comes back to it, the rest stays with the other accounts, and
+        new memories stay on their own side. Audited."""
+        async with self.locks.user_memory(LINKS_LOCK):
+            person = await self.identities.person(user_id)
+            if person == user_id:
+                return LinkResult(False, "This account isn't linked to any other.")
+            members = await self.identities.members(person)
+            for account in members:
+                await self.writer.flush(account)
+            others = [account for account in members if account != user_id]
+            await self.identities.leave(user_id)
+            await self._pending(person, {"op": "split", "account": user_id, "others": others})
+            moved = await self._split(person, user_id, others)
+            await self.audit.record(
+                "unlink", actor=actor or user_id, target=user_id, count=moved.facts, person=person
+            )
+        return LinkResult(
+            True,
+            f"Unlinked. This account keeps the {moved.facts} thing"
+            f"{'s' if moved.facts != 1 else ''} you told me here; what you say from now on "
+            "stays on this account.",
+            moved,
+        )
+
+    async def _pending(self, person: str, change: dict[str, Any]) -> None:
+        """Note a link change before its memories move, so a crash midway is finished
+        at the next start (`finish_links`); moving twice gives the same result."""
+        await self.store.aput(LINK_PENDING, person, change, index=False)
+
+    async def _merge(self, person: str, sources: list[str]) -> Moved:
+        async with AsyncExitStack() as held:
+            for owner in sorted({person, *sources}):
+                await held.enter_async_context(self.locks.user_memory(owner))
+            moved = await merge_into(self.store, sources, person)
+        await self.store.adelete(LINK_PENDING, person)
+        return moved
+
+    async def _split(self, person: str, account: str, others: list[str]) -> Moved:
+        mine, theirs = tenancy_of(account), [tenancy_of(other) for other in others]
+
+        def said_here(thread: str) -> bool:
+            # The most specific tenancy a thread is in says whose it is (`discord` is a
+            # prefix of `discord:42`, and each may be a linked account's).
+            return said_within(thread, mine) and not any(
+                len(t) > len(mine) and said_within(thread, t) for t in theirs
+            )
+
+        async with AsyncExitStack() as held:
+            for owner in sorted({person, account}):
+                await held.enter_async_context(self.locks.user_memory(owner))
+            moved = await split_off(self.store, person, account, belongs=said_here)
+        await self.store.adelete(LINK_PENDING, person)
+        return moved
+
+    async def finish_links(self) -> int:
+        """Finish link changes a crash interrupted; returns how many."""
+        async with self.locks.user_memory(LINKS_LOCK):
+            pending = await self.store.asearch(LINK_PENDING, limit=_ALL_FACTS)
+            for item in pending:
+                change = item.value
+                if change.get("op") == "merge":
+                    await self._merge(item.key, [str(s) for s in change.get("sources", [])])
+                elif change.get("op") == "split":
+                    others = [str(o) for o in change.get("others", [])]
+                    await self._split(item.key, str(change.get("account")), others)
+        if pending:
+            logger.info("links: %d interrupted change(s) finished", len(pending))
+        return len(pending)
+
+
+@dataclass(frozen=True)
+class LinkResult:
+    """What a link or unlink did, with the sentence to show the person."""
+
+    ok: bool
+    message: str
+    moved: Moved | None = None

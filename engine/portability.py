@@ -10,14 +10,13 @@ the embedder changes). Importing the same document twice gives the same store.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 from langgraph.store.base import BaseStore, Item
 
 from engine.memory.namespace import memory_namespace
-from engine.memory.records import history_namespace, is_episode, put_op
+from engine.memory.records import all_items, history_namespace, is_episode, put_op
 
 SCHEMA = "membot-export/1"
 _PAGE = 500
@@ -25,14 +24,6 @@ _PAGE = 500
 
 class ExportError(ValueError):
     """A document that is not a membot export this version can read; says why."""
-
-
-async def _items(store: BaseStore, namespace: tuple[str, ...]) -> AsyncIterator[Item]:
-    offset = 0
-    while page := await store.asearch(namespace, limit=_PAGE, offset=offset):
-        for item in page:
-            yield item
-        offset += len(page)
 
 
 def _entry(item: Item) -> dict[str, Any]:
@@ -43,9 +34,9 @@ async def export_person(store: BaseStore, user_id: str) -> dict[str, Any]:
     """The person's whole record (`SCHEMA`), oldest first within each part."""
     facts: list[dict[str, Any]] = []
     episodes: list[dict[str, Any]] = []
-    async for item in _items(store, memory_namespace(user_id)):
+    async for item in all_items(store, memory_namespace(user_id)):
         (episodes if is_episode(item.value) else facts).append(_entry(item))
-    history = [_entry(item) async for item in _items(store, history_namespace(user_id))]
+    history = [_entry(item) async for item in all_items(store, history_namespace(user_id))]
     threads = {
         str(entry["value"].get("source_thread"))
         for entry in [*facts, *episodes]

@@ -388,3 +388,87 @@ async def test_forget_leaves_everyone_else_byte_identical(tmp_path: Path, victim
         # And a second erasure finds nothing and still touches no one else.
         assert await bot.forget(victim) == 0
         assert {u: await everything_of(bot, u) for u in others} == before
+
+
+# -- linked accounts -----------------------------------------------------------------------
+
+LINKABLE = [
+    "slack:T1:U1",
+    "slack:T2:U1",  # the same Slack user id in another workspace: a separate account
+    "slack:T1:U12",  # same workspace as slack:T1:U1: never linkable with it
+    "discord:42:7",
+    "discord:7",  # its tenancy, `discord`, is a prefix of `discord:42`'s
+    "console:x",
+]
+BYSTANDERS = ["slack:T1:U2", "discord:43:7", "console:y"]  # never link; must see nothing
+LINK_ROOTS = ("memories", "memory_history", "identities", "people", "link_codes", "link_state")
+account_index = st.integers(min_value=0, max_value=len(LINKABLE) + len(BYSTANDERS) - 1)
+link_step = st.one_of(
+    st.tuples(st.just("say"), account_index),
+    st.tuples(
+        st.just("link"), st.integers(0, len(LINKABLE) - 1), st.integers(0, len(LINKABLE) - 1)
+    ),
+    st.tuples(st.just("unlink"), st.integers(0, len(LINKABLE) - 1)),
+    st.tuples(st.just("forget"), account_index),
+)
+
+
+def tenancy(account: str) -> str:
+    return account.rpartition(":")[0]
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(script=st.lists(link_step, min_size=1, max_size=25))
+async def test_linked_accounts_share_memories_and_nothing_reaches_anyone_else(
+    shared_bot: MemoryBot, script: list[tuple[Any, ...]]
+) -> None:
+    """Accounts say things, link (by code), unlink and forget in any order. After every
+    step each account sees exactly what was said on the accounts linked with it now:
+    nothing from an unlinked account, a bystander or another tenant, and nothing erased."""
+    bot = shared_bot
+    for root in LINK_ROOTS:
+        await adelete_namespace(bot.store, (root,))
+    accounts = LINKABLE + BYSTANDERS
+    group = {a: frozenset([a]) for a in accounts}
+    said: dict[str, str] = {}  # token -> the account it was said on
+    for step, (action, *args) in enumerate(script):
+        if action == "say":
+            account, token = accounts[args[0]], f"zq{step}x"
+            thread = f"{tenancy(account)}:t{step}"
+            await bot.chat(user_id=account, thread_id=thread, text=f"my code word is {token}")
+            said[token] = account
+        elif action == "link":
+            issuer, typer = LINKABLE[args[0]], LINKABLE[args[1]]
+            result = await bot.link(typer, (await bot.link_code(issuer)).code)
+            joined = group[issuer] | group[typer]
+            tenancies = [tenancy(a) for a in joined]
+            expected = issuer != typer and len(set(tenancies)) == len(tenancies)
+            assert result.ok == (expected or group[issuer] == group[typer] != {issuer}), (
+                result.message
+            )
+            if expected:
+                for account in joined:
+                    group[account] = joined
+        elif action == "unlink":
+            account = LINKABLE[args[0]]
+            result = await bot.unlink(account)
+            assert result.ok == (len(group[account]) > 1), result.message
+            rest = group[account] - {account}
+            for other in rest:
+                group[other] = rest
+            group[account] = frozenset([account])
+        elif action == "forget":
+            account = accounts[args[0]]
+            await bot.forget(account)
+            said = {t: who for t, who in said.items() if who not in group[account]}
+        await bot.flush_memories()
+        for account in accounts:
+            expected_tokens = {t for t, who in said.items() if who in group[account]}
+            items = [*await bot.episodes(account, limit=1000), *await bot.memories(account)]
+            seen = {t for item in items for t in re.findall(r"zq\d+x", item.value["text"])}
+            assert seen == expected_tokens, (account, step, action, args)
+            assert sorted(await bot.linked_accounts(account)) == sorted(group[account])

@@ -26,6 +26,7 @@ itself is gone. History lives beside, not under, the memories namespace: a searc
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -207,6 +208,18 @@ def history_put(
         value["valid_until"] = valid_until  # when it stopped being true
     key = f"{memory_key}:{uuid.uuid4().hex[:12]}"
     return put_op(store, (HISTORY, *namespace[1:]), key, value, index=False)
+
+
+async def all_items(
+    store: BaseStore, namespace: tuple[str, ...], *, page: int = 500
+) -> AsyncIterator[Item]:
+    """Every item of `namespace`, a page at a time (exports, merges: a person's whole
+    record, however large)."""
+    offset = 0
+    while found := await store.asearch(namespace, limit=page, offset=offset):
+        for item in found:
+            yield item
+        offset += len(found)
 
 
 async def memory_history(
