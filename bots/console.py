@@ -51,6 +51,8 @@ HELP = """Commands:
   /forget N      erase memory N of the last /memories list
   /edit N TEXT   correct memory N of the last /memories list to TEXT
   /export PATH   write everything I hold about you to PATH, as JSON
+  /link [CODE]   a code to link another account; with CODE, link to the account it came from
+  /unlink        separate this account from the accounts linked to it
   /why           how my memories of you came to be (added, updated, merged, ...)
   /forget        erase everything I remember about you
   /history       show this conversation so far
@@ -218,6 +220,8 @@ class ConsoleSession:
             "/forget": self._forget,
             "/edit": self._edit,
             "/export": self._export,
+            "/link": self._link,
+            "/unlink": self._unlink,
             "/history": self._history,
             "/help": self._help,
         }
@@ -361,6 +365,20 @@ class ConsoleSession:
             return
         count = len(document.get("memories", []))
         self.say(f"Exported {count} memor{'y' if count == 1 else 'ies'} to {path}.")
+
+    async def _link(self, arg: str) -> None:
+        me = user_id(self.user)
+        if arg:
+            self.say((await self.bot.link(me, arg)).message)
+            return
+        code = await self.bot.link_code(me)
+        self.say(
+            f"Your link code: {code.code} (works once, for 10 minutes). Type /link {code.code} "
+            "on your other account to be one person on both."
+        )
+
+    async def _unlink(self, _: str) -> None:
+        self.say((await self.bot.unlink(user_id(self.user))).message)
 
     async def _history(self, _: str) -> None:
         messages = await self.bot.history(thread_id(self.thread))

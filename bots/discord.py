@@ -24,7 +24,8 @@ message edited as the text grows (paced per channel), continued in further messa
 saved on the ticket, so a takeover finishes the messages already posted.
 
 `/memories` is a paged, ephemeral list with Edit and Delete, `/export` a JSON file
-(bots/discord_memories.py).
+(bots/discord_memories.py). `/link` gives a one-time code (or, given one, joins this account
+with the one that asked for it: one person, memories shared); `/unlink` separates them.
 
 Every message is sent and edited with `AllowedMentions.none()`, so nothing a model (or a
 stored memory) writes can ping @everyone, a role or a user.
@@ -59,7 +60,6 @@ from bots.discord_stream import (
     Postable,
 )
 from bots.replies import FILES_ONLY, TROUBLE
-from engine.audit import AuditLog
 from engine.bot import MemoryBot
 from engine.inbox import Inbound
 from engine.settings import Settings
@@ -155,7 +155,6 @@ class DiscordAdapter:
     def __init__(self, bot: MemoryBot, settings: Settings, **client_options: Any) -> None:
         self.bot = bot
         self.settings = settings
-        self.audit = AuditLog(settings.audit_log_path)
         self.owners = owner_ids(settings)
         self.pacer = Pacer()  # one per bot: Discord's limits are per channel
         # Conversations with an answer on its way: it streams before the turn is saved, and
@@ -402,6 +401,27 @@ class DiscordAdapter:
                 return
             await self._ask_to_forget(interaction, self._caller(interaction), "your")
 
+        @tree.command(description="Link this account with your other one (Slack or Discord)")
+        @app_commands.describe(code="The code /link gave you on your other account")
+        async def link(interaction: discord.Interaction, code: str | None = None) -> None:
+            if not await _acknowledge(interaction, ephemeral=True, thinking=True):
+                return
+            caller = self._caller(interaction)
+            if code:
+                text = (await self.bot.link(caller, code)).message
+            else:
+                text = await self._link_code_text(caller)
+            await interaction.followup.send(split_message(text, MESSAGE_LIMIT)[0], ephemeral=True)
+
+        @tree.command(description="Separate this account from the accounts linked to it")
+        async def unlink(interaction: discord.Interaction) -> None:
+            if not await _acknowledge(interaction, ephemeral=True, thinking=True):
+                return
+            result = await self.bot.unlink(self._caller(interaction))
+            await interaction.followup.send(
+                split_message(result.message, MESSAGE_LIMIT)[0], ephemeral=True
+            )
+
         @tree.command(name="forget-user", description="Erase a member's memories (admins)")
         @app_commands.describe(user="Whose memories to erase")
         @app_commands.guild_only()
@@ -436,6 +456,24 @@ class DiscordAdapter:
 
     def _caller(self, interaction: discord.Interaction) -> str:
         return user_key(self.settings, interaction.guild_id, interaction.user.id)
+
+    async def _link_code_text(self, caller: str) -> str:
+        """`/link` without a code: a new one, how to use it, and who is linked already."""
+        issued = await self.bot.link_code(caller)
+        minutes = max(1, round((issued.expires_at - datetime.now(UTC)).total_seconds() / 60))
+        text = (
+            f"Your link code: **{issued.code}** (works once, for {minutes} minute"
+            f"{'s' if minutes != 1 else ''}). On your "
+            "other account (Slack, or this bot in another Discord server), type "
+            f"`/link {issued.code}` and I'll remember you as one person on both."
+        )
+        others = len(await self.bot.linked_accounts(caller)) - 1
+        if others > 0:
+            text += (
+                f"\nThis account is already linked with {others} other account"
+                f"{'s' if others > 1 else ''}; /unlink separates it from them."
+            )
+        return text
 
     def _refuse_erasing_others(self, interaction: discord.Interaction) -> str | None:
         """Why `interaction.user` may not erase someone else's memories, or None if they
@@ -576,14 +614,11 @@ class ForgetConfirmation(discord.ui.View):
             await interaction.edit_original_response(content="You can't erase these.", view=None)
             self.stop()
             return
-        erased = await adapter.bot.forget(self.target)
-        if not mine:
-            await adapter.audit.record(
-                "forget_memories",
-                actor=adapter._caller(interaction),
-                target=self.target,
-                count=erased,
-                platform="discord",
+        if mine:
+            erased = await adapter.bot.forget(self.target)
+        else:
+            erased = await adapter.bot.erase_member(
+                self.target, actor=adapter._caller(interaction), platform="discord"
             )
         await interaction.edit_original_response(
             content=f"Done: erased {erased} of {self.whose} memories.", view=None

@@ -47,7 +47,6 @@ from bots.replies import FILES_ONLY, TROUBLE
 from bots.slack_format import escape, to_mrkdwn
 from bots.slack_home import SlackHome
 from bots.slack_stream import MESSAGE_LIMIT, Delivery, StreamSupport, Target
-from engine.audit import AuditLog
 from engine.bot import MemoryBot, Reply
 from engine.inbox import Inbound
 from engine.settings import Settings
@@ -128,7 +127,6 @@ class SlackAdapter:
         )
         self.streams = StreamSupport()  # whether chat.startStream works here, once known
         self.quiet = QuietPeriod()
-        self.audit = AuditLog(settings.audit_log_path)
         self._admins = {a.strip() for a in settings.slack_admins.split(",") if a.strip()}
         self.home = SlackHome(bot, user_key)  # the App Home tab
         self._register()
@@ -149,6 +147,8 @@ class SlackAdapter:
             app.event(event)(listeners.get(event, _nothing))
         app.command("/memories")(self._memories_command)
         app.command("/forget")(self._forget_command)
+        app.command("/link")(self._link_command)
+        app.command("/unlink")(self._unlink_command)
         app.action("forget_confirm")(self._forget_confirmed)
         app.action("forget_cancel")(self._forget_cancelled)
         app.action(FEEDBACK_ACTION)(self._feedback_given)
@@ -420,6 +420,33 @@ class SlackAdapter:
         for part in listing_parts(["What I remember about you:", *lines]):
             await respond(text=part)
 
+    async def _link_command(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
+        """`/link` gives a one-time code; `/link CODE` (the code from another account)
+        makes both accounts one person. Answered to the caller only."""
+        await ack()
+        person = user_key(command["team_id"], command["user_id"])
+        typed = (command.get("text") or "").strip()
+        if typed:
+            await respond(text=(await self.bot.link(person, typed)).message)
+            return
+        code = await self.bot.link_code(person)
+        lines = [
+            f"Your link code: *{code.code}* (works once, for 10 minutes). On your other "
+            f"account (Discord, or another Slack workspace), type `/link {code.code}` and "
+            "I'll remember you as one person on both."
+        ]
+        if others := len(await self.bot.linked_accounts(person)) - 1:
+            lines.append(
+                f"This account is linked to {others} other account{'s' if others > 1 else ''}"
+                "; `/unlink` separates it again."
+            )
+        await respond(text="\n".join(lines))
+
+    async def _unlink_command(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
+        await ack()
+        person = user_key(command["team_id"], command["user_id"])
+        await respond(text=(await self.bot.unlink(person)).message)
+
     async def _forget_command(
         self, ack: Any, command: dict[str, Any], respond: Any, client: AsyncWebClient
     ) -> None:
@@ -469,14 +496,11 @@ class SlackAdapter:
         ):
             await respond(replace_original=True, text="You can't erase these memories.")
             return
-        erased = await self.bot.forget(user_key(team, target))
-        if clicker != target:
-            await self.audit.record(
-                "forget_memories",
-                actor=user_key(team, clicker),
-                target=user_key(team, target),
-                count=erased,
-                platform="slack",
+        if clicker == target:
+            erased = await self.bot.forget(user_key(team, target))
+        else:
+            erased = await self.bot.erase_member(
+                user_key(team, target), actor=user_key(team, clicker), platform="slack"
             )
         whose = "your" if clicker == target else f"<@{target}>'s"
         await respond(replace_original=True, text=f"Done: erased {erased} of {whose} memories.")

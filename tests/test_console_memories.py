@@ -167,3 +167,19 @@ async def test_export_to_an_unwritable_place_says_so(session, tmp_path: Path) ->
 async def test_help_lists_the_new_commands() -> None:
     for command in ("/forget N", "/edit N TEXT", "/export PATH", "/memories", "/forget "):
         assert command in HELP
+
+
+async def test_link_gives_a_code_another_account_can_use_and_unlink_parts_them(
+    session, bot: MemoryBot
+) -> None:
+    await tell(session, "I live in Lisbon")
+    offered = await run(session, "/link")
+    code = re.search(r"code: ([0-9A-Z]{5}-[0-9A-Z]{5})", offered)
+    assert code and "10 minutes" in offered, offered
+    assert (await bot.link("slack:T1:U1", code[1])).ok
+    assert [m.value["text"] for m in await bot.memories("slack:T1:U1")] == ["I live in Lisbon."]
+    assert "isn't valid" in await run(session, "/link ABCDE-FGHJK")
+    assert "Unlinked" in await run(session, "/unlink")
+    assert "isn't linked" in await run(session, "/unlink")
+    assert await bot.memories("slack:T1:U1") == []
+    assert "/link [CODE]" in HELP and "/unlink" in HELP

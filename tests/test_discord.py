@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -251,7 +252,20 @@ async def discord_bot(tmp_path, local_embeddings) -> AsyncIterator[Running]:
 async def test_commands_are_synced_at_login(discord_bot: Running) -> None:
     (sync,) = discord_bot.fake.calls_to("PUT", "/applications/{app}/commands")
     names = {c["name"] for c in sync.json}
-    assert names == {"ask", "memories", "export", "remember", "forget", "forget-user"}
+    assert names == {
+        "ask",
+        "memories",
+        "export",
+        "remember",
+        "forget",
+        "forget-user",
+        "link",
+        "unlink",
+    }
+    (link,) = [c for c in sync.json if c["name"] == "link"]
+    (code,) = link["options"]
+    assert code["name"] == "code" and code["type"] == 3 and not code.get("required")
+    assert code["description"] == "The code /link gave you on your other account"
     (admin_only,) = [c for c in sync.json if c["name"] == "forget-user"]
     assert int(admin_only["default_member_permissions"]) == 1 << 5  # MANAGE_GUILD
     assert not discord_bot.fake.identify["intents"] & (1 << 15)  # no privileged content intent
@@ -396,7 +410,7 @@ async def test_forget_own_memories_after_confirmation(discord_bot: Running) -> N
     done = await run.answer(await run.click("forget:erase", user=MEMBER_ID))
     assert done["content"] == "Done: erased 1 of your memories." and not done["components"]
     assert await run.bot.memories(me) == []
-    assert run.adapter.audit.entries() == []
+    assert run.bot.audit.entries() == []
     nothing = await run.answer(await run.command("forget", user=MEMBER_ID))
     assert nothing["content"] == "There is nothing to forget: I hold none of your memories."
 
@@ -425,8 +439,81 @@ async def test_forget_user_needs_manage_server(discord_bot: Running) -> None:
     assert await run.bot.memories(member) == []
     assert [m.value["text"] for m in await run.bot.memories(admin)] == ["My name is Alice."]
     assert [m.value["text"] for m in await run.bot.memories(member_elsewhere)] == ["I like chess."]
-    (entry,) = run.adapter.audit.entries()
+    (entry,) = run.bot.audit.entries()
     assert entry["actor"] == admin and entry["target"] == member and entry["count"] == 1
+
+
+LINK_CODE = re.compile(r"[0-9A-Z]{5}-[0-9A-Z]{5}")
+SLACK_ACCOUNT = "slack:T1:U1"
+
+
+async def test_link_without_a_code_gives_one(discord_bot: Running) -> None:
+    run = discord_bot
+    for channel_id in (CHANNEL_ID, DM_CHANNEL_ID):  # in a server and in a DM
+        event = await run.command("link", user=MEMBER_ID, channel_id=channel_id)
+        assert await run.callback(event) == {"type": 5, "data": {"flags": EPHEMERAL}}
+        answer = await run.answer(event)
+        assert answer["flags"] == EPHEMERAL
+        assert_no_pings(answer)
+        shown = LINK_CODE.search(answer["content"])
+        assert shown is not None, answer["content"]
+        assert f"`/link {shown.group()}`" in answer["content"]
+        assert "works once, for 10 minutes" in answer["content"]
+        assert "/unlink" not in answer["content"]  # nothing linked yet
+    # The last code was the DM account's own (a DM is a scope of its own).
+    assert (await run.bot.link(SLACK_ACCOUNT, shown.group())).ok
+    assert f"discord:dm:{MEMBER_ID}" in await run.bot.linked_accounts(SLACK_ACCOUNT)
+
+
+async def test_link_with_a_slack_code_shares_memories(discord_bot: Running) -> None:
+    run = discord_bot
+    me = f"discord:{GUILD_ID}:{MEMBER_ID}"
+    await run.bot.chat(user_id=SLACK_ACCOUNT, thread_id="slack:T1:C1:1.1", text="I live in Lisbon")
+    await run.bot.flush_memories()
+    before = await run.answer(await run.command("memories", user=MEMBER_ID))
+    assert "Lisbon" not in before["content"]
+
+    issued = await run.bot.link_code(SLACK_ACCOUNT)
+    event = await run.command("link", {"code": issued.code}, user=MEMBER_ID)
+    assert await run.callback(event) == {"type": 5, "data": {"flags": EPHEMERAL}}
+    linked = await run.answer(event)
+    assert linked["flags"] == EPHEMERAL and linked["content"].startswith("Linked"), linked
+    assert_no_pings(linked)
+    assert sorted(await run.bot.linked_accounts(me)) == sorted([me, SLACK_ACCOUNT])
+
+    listed = await run.answer(await run.command("memories", user=MEMBER_ID))
+    assert "I live in Lisbon." in listed["content"]
+    # A new code from a linked account says who it is linked with, and how to undo it.
+    again = await run.answer(await run.command("link", user=MEMBER_ID))
+    assert LINK_CODE.search(again["content"])
+    assert "linked with 1 other account;" in again["content"] and "/unlink" in again["content"]
+
+
+async def test_link_with_a_wrong_code_is_refused(discord_bot: Running) -> None:
+    run = discord_bot
+    me = f"discord:{GUILD_ID}:{MEMBER_ID}"
+    await run.bot.link_code(SLACK_ACCOUNT)
+    wrong = await run.answer(await run.command("link", {"code": "AAAAA-AAAAA"}, user=MEMBER_ID))
+    assert wrong["flags"] == EPHEMERAL and "isn't valid" in wrong["content"], wrong
+    assert await run.bot.linked_accounts(me) == [me]
+
+
+async def test_unlink(discord_bot: Running) -> None:
+    run = discord_bot
+    me = f"discord:{GUILD_ID}:{MEMBER_ID}"
+    alone = await run.command("unlink", user=MEMBER_ID)
+    assert await run.callback(alone) == {"type": 5, "data": {"flags": EPHEMERAL}}
+    refused = await run.answer(alone)
+    assert refused["flags"] == EPHEMERAL and "isn't linked" in refused["content"], refused
+
+    issued = await run.bot.link_code(SLACK_ACCOUNT)
+    linked = await run.answer(await run.command("link", {"code": issued.code}, user=MEMBER_ID))
+    assert linked["content"].startswith("Linked"), linked
+    unlinked = await run.answer(await run.command("unlink", user=MEMBER_ID))
+    assert unlinked["flags"] == EPHEMERAL and unlinked["content"].startswith("Unlinked"), unlinked
+    assert_no_pings(unlinked)
+    assert await run.bot.linked_accounts(me) == [me]
+    assert await run.bot.linked_accounts(SLACK_ACCOUNT) == [SLACK_ACCOUNT]
 
 
 async def test_unknown_command_gets_an_ephemeral_answer(discord_bot: Running) -> None:
@@ -769,5 +856,5 @@ async def test_global_scope_forget_user_is_for_bot_owners(tmp_path, local_embedd
         done = await run.answer(await run.click("forget:erase", user=OWNER_ID))
         assert done["content"] == "Done: erased 1 of bob's memories."
         assert await run.bot.memories(bob) == []
-        (entry,) = run.adapter.audit.entries()
+        (entry,) = run.bot.audit.entries()
         assert entry["actor"] == f"discord:{OWNER_ID}" and entry["target"] == bob

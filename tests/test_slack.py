@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -22,6 +24,7 @@ from engine.bot import MemoryBot
 from engine.settings import Settings
 from tests.fakes.slack import Call, FakeSlack, app_mention, message
 
+ROOT = Path(__file__).resolve().parents[1]
 SECRET = "test-signing-secret"
 SENTINEL = "DSENTINEL"  # the DM channel of `Harness.sentinel`
 
@@ -260,6 +263,53 @@ async def test_memories_command_lists_own_memories(harness: Harness) -> None:
     assert "1. I like tea." in response["text"] and "coffee" not in response["text"]
 
 
+async def test_link_joins_a_slack_and_a_discord_account_and_unlink_parts_them(
+    harness: Harness,
+) -> None:
+    bot = harness.bot
+    await bot.chat(user_id="discord:42:7", thread_id="discord:42:900", text="I live in Lisbon")
+    await bot.flush_memories()
+    offered = await next_response(harness, harness.deliver_command("/link", user_id="U1"))
+    found = re.search(r"\*([0-9A-Z]{5}-[0-9A-Z]{5})\*", offered["text"])
+    assert found and "10 minutes" in offered["text"], offered["text"]
+    assert offered.get("response_type", "ephemeral") == "ephemeral"
+    # The code works on the other account, once.
+    assert (await bot.link("discord:42:7", found[1])).ok
+    listed = await next_response(harness, harness.deliver_command("/memories", user_id="U1"))
+    assert "I live in Lisbon." in listed["text"]
+    again = await next_response(harness, harness.deliver_command("/link", user_id="U1"))
+    assert "linked to 1 other account" in again["text"]
+
+    parted = await next_response(harness, harness.deliver_command("/unlink", user_id="U1"))
+    assert "Unlinked" in parted["text"]
+    assert await bot.memories("slack:T1:U1") == []  # Lisbon was said on Discord
+    assert [m.value["text"] for m in await bot.memories("discord:42:7")] == ["I live in Lisbon."]
+    alone = await next_response(harness, harness.deliver_command("/unlink", user_id="U1"))
+    assert "isn't linked" in alone["text"]
+
+
+async def test_link_with_a_code_from_discord_and_a_wrong_code(harness: Harness) -> None:
+    bot = harness.bot
+    wrong = await next_response(
+        harness, harness.deliver_command("/link", "NOPE1-NOPE2", user_id="U1")
+    )
+    assert "isn't valid" in wrong["text"]
+    code = await bot.link_code("discord:42:7")
+    done = await next_response(harness, harness.deliver_command("/link", code.code, user_id="U1"))
+    assert "Linked" in done["text"], done["text"]
+    assert sorted(await bot.linked_accounts("slack:T1:U1")) == ["discord:42:7", "slack:T1:U1"]
+    # The same Slack user id in another workspace is another person.
+    assert await bot.linked_accounts("slack:T2:U1") == ["slack:T2:U1"]
+
+
+def test_the_manifest_declares_exactly_the_slash_commands_the_adapter_answers() -> None:
+    manifest = yaml.safe_load((ROOT / "deploy" / "slack-manifest.yaml").read_text())
+    declared = {c["command"] for c in manifest["features"]["slash_commands"]}
+    source = (ROOT / "bots" / "slack.py").read_text()
+    assert declared == set(re.findall(r'app\.command\("(/[a-z-]+)"\)', source))
+    assert {"/memories", "/forget", "/link", "/unlink"} <= declared
+
+
 async def next_response(harness: Harness, deliver: Awaitable[Any]) -> dict:
     """Deliver a command or click and return the response_url post it causes."""
     before = len(harness.slack.responses)
@@ -301,7 +351,7 @@ async def test_forget_someone_else_needs_an_admin(harness: Harness) -> None:
     assert done["replace_original"] is True and "erased 1" in done["text"]
     assert await bot.memories("slack:T1:U1") == []
     assert [m.value["text"] for m in await bot.memories("slack:T1:U2")] == ["My name is Ann."]
-    (entry,) = harness.adapter.audit.entries()
+    (entry,) = harness.bot.audit.entries()
     assert entry["actor"] == "slack:T1:UADMIN" and entry["target"] == "slack:T1:U1"
     assert entry["count"] == 1 and entry["action"] == "forget_memories"
 
@@ -318,7 +368,7 @@ async def test_forget_own_memories_with_confirmation_or_cancel(harness: Harness)
     confirm = slack.block_actions_payload("U1", "forget_confirm", button(asked, "forget_confirm"))
     await next_response(harness, harness.deliver_action(confirm))
     assert await bot.memories("slack:T1:U1") == []
-    assert harness.adapter.audit.entries() == []  # own erasure is not an admin action
+    assert harness.bot.audit.entries() == []  # own erasure is not an admin action
     nonsense = await forget_flow(harness, "U1", "everyone please")
     assert "/forget @someone" in nonsense["text"]
 
