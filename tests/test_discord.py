@@ -10,7 +10,7 @@ import re
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -227,11 +227,13 @@ async def running(
 
 @asynccontextmanager
 async def serving(
-    fake: FakeDiscord, tmp_path: Path, embeddings, **settings
+    fake: FakeDiscord, tmp_path: Path, embeddings, bot: MemoryBot | None = None, **settings
 ) -> AsyncIterator[Running]:
-    """The bot on `tmp_path`, connected to `fake` (already patched in)."""
+    """The bot on `tmp_path` (or `bot`, shared with another platform's adapter, as
+    `membot run` does), connected to `fake` (already patched in)."""
     config = settings_for(fake, tmp_path, **settings)
-    async with MemoryBot.open(config, embeddings=embeddings) as bot:
+    opened = nullcontext(bot) if bot else MemoryBot.open(config, embeddings=embeddings)
+    async with opened as bot:
         adapter = DiscordAdapter(bot, config, guild_ready_timeout=0.05)
         await adapter.client.login(fake.token)
         connection = asyncio.create_task(adapter.client.connect())

@@ -8,7 +8,7 @@ import os
 import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,10 +71,16 @@ H = TypeVar("H", bound="Harness")
 
 @asynccontextmanager
 async def running_adapter(
-    kind: type[H], mode: str, slack: FakeSlack, data_dir: Path, embeddings: Any
+    kind: type[H],
+    mode: str,
+    slack: FakeSlack,
+    data_dir: Path,
+    embeddings: Any,
+    bot: MemoryBot | None = None,
 ) -> AsyncIterator[H]:
     """The adapter on the offline bot, reached by `slack` in `mode` ("http": signed
-    requests to its web app; "socket": Socket Mode envelopes), as a `kind` harness."""
+    requests to its web app; "socket": Socket Mode envelopes), as a `kind` harness. With
+    `bot`, on that one (shared with another platform's adapter, as `membot run` does)."""
     settings = Settings(
         data_dir=data_dir,
         llm_provider="offline",
@@ -83,7 +89,8 @@ async def running_adapter(
         slack_app_token="xapp-test" if mode == "socket" else None,
         slack_api_url=slack.api_url,
     )
-    async with MemoryBot.open(settings, embeddings=embeddings) as bot:
+    opened = nullcontext(bot) if bot else MemoryBot.open(settings, embeddings=embeddings)
+    async with opened as bot:
         adapter = SlackAdapter(bot, settings)
         if mode == "http":
             runner = web.AppRunner(adapter.web_app())
