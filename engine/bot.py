@@ -176,7 +176,7 @@ class MemoryBot:
             )
             stack.push_async_callback(bot._close_writer)  # runs before the store closes
             stack.push_async_callback(bot._stop_background)
-            await bot.finish_links()
+            await bot._finish_links_quietly()
             retries = asyncio.create_task(bot._retry_journal_forever(), name="journal-retry")
             stack.push_async_callback(_cancel, retries)
             yield bot
@@ -244,10 +244,9 @@ class MemoryBot:
         message: AIMessage | None = None
         streamed = False
         try:
-            # Whose memories this turn recalls and keeps: the person, when linked.
-            owner = await self.identities.person(user_id)
-            config = {"configurable": {"thread_id": thread_id, "user_id": owner}}
-            async with self._turn(thread_id):
+            async with self._turn(thread_id):  # first: turns of a thread keep their order
+                owner = await self._turn_owner(user_id)
+                config = {"configurable": {"thread_id": thread_id, "user_id": owner}}
                 # One checkpoint write at the end of the turn instead of one per step: a
                 # turn cut short leaves no trace either way (it is absent, not half there).
                 async for mode, data in self.workflow.astream(
@@ -289,6 +288,17 @@ class MemoryBot:
         )
         metrics.count_reply(reply, started)
         yield reply
+
+    async def _turn_owner(self, user_id: str) -> str:
+        """Whose memories a turn recalls and keeps: the person, when linked. With the
+        store unreachable the account itself: recall and the episode need the store too
+        and degrade on their own, and the answer must not wait for it. (Learning looks
+        the person up again when it runs.)"""
+        try:
+            return await self.identities.person(user_id)
+        except Exception as err:
+            logger.warning("identity lookup failed (%s); the turn goes on", type(err).__name__)
+            return user_id
 
     async def _learn_later(self, pending: Pending) -> None:
         """Hand a turn's messages to the debounced writer; once it has closed (a turn
@@ -494,6 +504,7 @@ class MemoryBot:
     async def _retry_journal_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.memory_retry_seconds)
+            await self._finish_links_quietly()
             try:
                 if applied := await self.retry_journal():
                     logger.info("memory journal: %d delayed batch(es) learnt", applied)
@@ -736,9 +747,9 @@ class MemoryBot:
         new memories stay on their own side. Audited."""
         async with self.locks.user_memory(LINKS_LOCK):
             person = await self.identities.person(user_id)
-            if person == user_id:
-                return LinkResult(False, "This account isn't linked to any other.")
             members = await self.identities.members(person)
+            if len(members) < 2:  # never linked, or the others have left
+                return LinkResult(False, "This account isn't linked to any other.")
             for account in members:
                 await self.writer.flush(account)
             others = [account for account in members if account != user_id]
@@ -785,6 +796,14 @@ class MemoryBot:
             moved = await split_off(self.store, person, account, belongs=said_here)
         await self.store.adelete(LINK_PENDING, person)
         return moved
+
+    async def _finish_links_quietly(self) -> None:
+        """At start and then with the journal's retries: a store that is down now must
+        not stop the bot from starting; the link is finished once it is back."""
+        try:
+            await self.finish_links()
+        except Exception as err:
+            logger.warning("links: unfinished changes not checked (%s)", type(err).__name__)
 
     async def finish_links(self) -> int:
         """Finish link changes a crash interrupted; returns how many."""

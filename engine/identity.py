@@ -12,7 +12,7 @@ nothing changes for anyone who never links. Linked, identities share one person
 
 Everything lives in the LangGraph store beside the memories, so every replica sees the
 same links and `membot migrate` carries them:
-- `("identities",)` identity -> {"person", "linked_at"}
+- `("identities",)` identity (escaped as in its namespace) -> {"person", "linked_at"}
 - `("people",)` person -> {"members": [identity, ...]}
 - `("link_codes",)` sha256(code) -> {"identity", "expires_at"} (the code itself is never
   stored: a copy of the store cannot link anyone)
@@ -33,6 +33,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from langgraph.store.base import BaseStore
+
+from engine.memory.namespace import memory_namespace
 
 IDENTITIES = ("identities",)
 PEOPLE = ("people",)
@@ -99,6 +101,12 @@ def _time(raw: object) -> datetime | None:
         return None
 
 
+def _key(identity: str) -> str:
+    """An identity as a store key: the same injective escaping as its memories' namespace
+    label (a broken id, a lone surrogate say, still gets a key it can be stored under)."""
+    return memory_namespace(identity)[1]
+
+
 class Identities:
     """The store-backed links between identities. Not locked itself: see the module."""
 
@@ -107,7 +115,7 @@ class Identities:
 
     async def person(self, identity: str) -> str:
         """Whose memories `identity` reads and writes: its person, or itself."""
-        item = await self.store.aget(IDENTITIES, identity)
+        item = await self.store.aget(IDENTITIES, _key(identity))
         person = item.value.get("person") if item is not None else None
         return person if isinstance(person, str) and person else identity
 
@@ -177,7 +185,7 @@ class Identities:
             if identity not in members:
                 members.append(identity)
             value = {"person": person, "linked_at": now.isoformat()}
-            await self.store.aput(IDENTITIES, identity, value, index=False)
+            await self.store.aput(IDENTITIES, _key(identity), value, index=False)
         await self.store.aput(PEOPLE, person, {"members": members}, index=False)
         for absorbed in existing[1:]:  # two linked groups became one
             await self.store.adelete(PEOPLE, absorbed)
@@ -189,7 +197,7 @@ class Identities:
         if person == identity:
             return None
         members = [m for m in await self.members(person) if m != identity]
-        await self.store.adelete(IDENTITIES, identity)
+        await self.store.adelete(IDENTITIES, _key(identity))
         if members:
             await self.store.aput(PEOPLE, person, {"members": members}, index=False)
         else:
@@ -197,8 +205,8 @@ class Identities:
         return person
 
     async def _state(self, identity: str) -> dict[str, Any]:
-        item = await self.store.aget(LINK_STATE, identity)
+        item = await self.store.aget(LINK_STATE, _key(identity))
         return dict(item.value) if item is not None else {}
 
     async def _save_state(self, identity: str, state: dict[str, Any]) -> None:
-        await self.store.aput(LINK_STATE, identity, state, index=False)
+        await self.store.aput(LINK_STATE, _key(identity), state, index=False)
