@@ -86,8 +86,10 @@ def to_second_person(text: str) -> str:
 
 
 _QUESTION_START = re.compile(
-    r"^\W*(?:what|who|where|when|which|why|how|do|does|did|is|am|are|can|could|should"
-    r"|would|will|tell\s+me|remind\s+me)\b",
+    # A follow-up often opens with a connective: "and what's a certificate exactly",
+    # "so how do I undo it", "ok which one is faster".
+    r"^\W*(?:(?:and|so|but|ok|okay|oh|also|then|wait|hmm+)\W+)?(?:what|who|where|when|which"
+    r"|why|how|do|does|did|is|am|are|can|could|should|would|will|tell\s+me|remind\s+me)\b",
     re.IGNORECASE,
 )
 _MENTION = re.compile(r"<[@#!][^>]*>")  # Slack/Discord mentions such as <@U123>

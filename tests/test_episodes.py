@@ -302,22 +302,22 @@ async def test_a_name_is_no_answer_to_what_someone_does(bot) -> None:
 
 
 async def test_a_change_said_after_a_slot_fact_is_answered_before_it(bot) -> None:
-    """Learning has not (yet) made a fact of "I started work at Kestrel": the slot says
-    Paylane, but the newer message that says something changed is stated first."""
+    """Learning has not (yet) made a fact of "I started work at Birchwood": the slot says
+    Ledgerly, but the newer message that says something changed is stated first."""
     await bot.chat(
         user_id="u1",
         thread_id="a",
-        text="I work at Paylane",
+        text="I work at Ledgerly",
         at=datetime.now(UTC) - timedelta(days=40),
     )
     await bot.flush_memories()
     await bot.chat(
         user_id="u1",
         thread_id="b",
-        text="big news, I started work at Kestrel Health on monday as a senior PM",
+        text="big news, I started work at Birchwood Health on monday as a senior PM",
     )  # not flushed: only the episode knows
     reply = await bot.chat(user_id="u1", thread_id="c", text="where do I work?")
-    assert "Kestrel" in reply.text and "Paylane" not in reply.text, reply.text
+    assert "Birchwood" in reply.text and "Ledgerly" not in reply.text, reply.text
 
 
 async def test_an_acknowledgement_is_kept_but_never_recalled(bot) -> None:
@@ -358,3 +358,27 @@ async def test_an_in_law_is_not_the_sibling(bot) -> None:
     await bot.flush_memories()
     reply = await bot.chat(user_id="u1", thread_id="b", text="what's my sister-in-law's name?")
     assert DONT_KNOW in reply.text and "Ana" not in reply.text, reply.text
+
+
+async def test_recall_lists_a_change_said_after_a_slot_fact_before_it(bot) -> None:
+    """The prompt (and recall@1) shows the newer state first: the message that says the
+    job changed, then the slot's fact it supersedes."""
+    await bot.chat(
+        user_id="u1",
+        thread_id="a",
+        text="I work at Ledgerly",
+        at=datetime.now(UTC) - timedelta(days=40),
+    )
+    await bot.flush_memories()
+    await bot.chat(
+        user_id="u1", thread_id="b", text="last day at the old place, I started at Birchwood Health"
+    )
+    [first, second, *_] = await recall(bot.store, "u1", "where do I work?", limit=5)
+    assert "Birchwood" in first.text and second.key == "profile-employer", (first, second)
+
+
+async def test_a_fact_unrelated_to_the_question_is_not_stated(bot) -> None:
+    await bot.chat(user_id="u1", thread_id="a", text="I'm coeliac, so no bread for me")
+    await bot.flush_memories()
+    reply = await bot.chat(user_id="u1", thread_id="b", text="what instrument am I learning?")
+    assert DONT_KNOW in reply.text and "coeliac" not in reply.text, reply.text

@@ -355,6 +355,30 @@ def _build_home(*, proper: bool) -> _Builder:
     return build
 
 
+_VISIT = re.compile(
+    r"\b(?:for\s+(?:the|a|an|one|two|three|\d+)\s+(?:weekend|week|days?|nights?|conference"
+    r"|wedding|work|trip|holiday|vacation)|visiting|on\s+(?:holiday|vacation|a\s+trip|business)"
+    r"|trip|holiday|vacation|hotel|airbnb|conference|until|till|staying)\b",
+    re.I,
+)
+
+
+def _build_here_in(m: re.Match[str], ctx: _Ctx) -> list[_Out] | None:
+    """ "Here in Tartu it gets to minus fifteen": where the speaker lives, said in passing.
+    Only a capitalised place, and not while away ("here in Rome for the weekend")."""
+    if ctx.lowercase or _VISIT.search(m[0]):
+        return None
+    words = []
+    for word in m["v"].split():
+        if not _capitalised(word) or word in ("I", "I'm"):
+            break
+        words.append(word.strip(".,;:!?"))
+    place = " ".join(words[:3])
+    if not place or place.lower() in _TECH_NAMES:
+        return None
+    return _one(f"I live in {place}", slot="home")
+
+
 def _build_hometown(template: str) -> _Builder:
     def build(m: re.Match[str], ctx: _Ctx) -> list[_Out] | None:
         place = _place(m["v"], ctx, proper=False)
@@ -682,6 +706,12 @@ _RULES: tuple[_Rule, ...] = (
         _build_allergy,
     ),
     _rule(
+        # Casual chat drops the "I'm" before a condition: "lactose intolerant since forever".
+        r"^(?P<v>(?:lactose|gluten|dairy|fructose|histamine)[\s-]+intolerant|celiac|coeliac"
+        r"|(?:pre-?)?diabetic|asthmatic|epileptic)(?:\s+(?:since|for|my\s+whole|all\s+my)\b.*)?$",
+        _build_condition,
+    ),
+    _rule(
         rf"^{_IAM}\s+(?:also\s+)?(?P<v>(?:lactose|gluten|dairy|fructose|histamine)[\s-]+intolerant"
         r"|gluten[\s-]free|dairy[\s-]free|celiac|coeliac|(?:pre-?)?diabetic|asthmatic"
         r"|epileptic|deaf|hard\s+of\s+hearing|colou?r[\s-]?blind|kosher|halal|sober"
@@ -840,7 +870,21 @@ _RULES: tuple[_Rule, ...] = (
         _build_as_said(),
     ),
     _rule(
-        r"^(?:i|we)\s+(?:don'?t|do\s+not|never|no\s+longer|can'?t)\s+(?:eat|drink|smoke)\b"
+        # A pastime begun or dropped: "started bouldering at the wall", "took up running".
+        rf"^(?:(?:i|we)\s+)?(?:(?:have|'ve)\s+)?{_ADV}(?:started|took\s+up|taken\s+up"
+        r"|picked\s+up|stopped|quit|gave\s+up)\s+(?!(?:thinking|feeling|getting|going|looking"
+        r"|wondering|trying|having|doing|using|making|seeing|noticing|reali[sz]ing|worrying"
+        r"|wanting|talking|asking|working|coming|waiting|saying|telling|hearing|being|letting"
+        r"|taking|putting|writing|planning|preparing|packing|leaving|moving|building"
+        r"|testing|coding|debugging|fixing|crying|laughing|panicking|sweating|shaking|freaking"
+        r"|screaming|reading\s+(?:the|this|that|it|your))\b)"
+        r"(?P<v>[a-z]+ing\b.*)$",
+        _build_as_said(),
+        technical=False,
+    ),
+    _rule(
+        r"^(?:i|we)\s+(?:don'?t|do\s+not|never|no\s+longer|can'?t|cannot)\s+(?:eat|drink|smoke"
+        r"|touch|stomach|tolerate|digest)\b"
         r"(?P<v>.*)$",
         _build_as_said(),
         technical=False,
@@ -857,6 +901,8 @@ _RULES: tuple[_Rule, ...] = (
         _build_activity,
         technical=False,
     ),
+    # Last: a clause that says nothing else may still say where the speaker is.
+    _rule(r"^(?:.*?\s)?(?:out\s+)?here\s+in\s+(?P<v>.+)$", _build_here_in),
 )
 
 
@@ -866,7 +912,7 @@ def _with_subject(lead: str) -> str:
     lead = lead.strip()
     if re.match(r"been\b", lead, re.I):
         return f"I've {lead}"
-    if re.match(r"(?:started|stopped|quit|gave|joined|moved)\b", lead, re.I):
+    if re.match(r"(?:started|stopped|quit|gave|joined|moved|took|picked)\b", lead, re.I):
         return f"I {lead}"
     return lead
 
@@ -946,7 +992,7 @@ _CORRECTION = re.compile(
     r"|flat|apartment|house|home|city|name|nickname|number|phone|email|boss|manager|partner"
     r"|girlfriend|boyfriend|wife|husband|team|company|employer|diet))\b"
     r"|\bnot\s+[\w'-]+(?:\s+[\w'-]+){0,2},?\s+but\b"
-    # A job or a home left or begun: "I started at Kestrel", "quit the cafe", "last day at
+    # A job or a home left or begun: "I started at Birchwood", "quit the cafe", "last day at
     # the old place", "got promoted", "just moved", "got the keys".
     r"|\b(?:(?:i|we)\s+(?:just\s+)?started\s+(?:at|with|as|working|work|a\s+new)|quit\s+(?:my|the|our)"
     r"|left\s+(?:my|the)\s+(?:job|firm|company)|last\s+day\s+(?:at|was)|got\s+promoted"

@@ -33,7 +33,7 @@ class Recalled:
     # recency and kind bonuses, which order close candidates but say nothing about
     # whether one answers the question at all.
     relevance: float | None = None
-    # The message says something changed ("I started at Kestrel on monday", "we moved").
+    # The message says something changed ("I started at Birchwood on monday", "we moved").
     changed: bool = False
 
     @property
@@ -88,7 +88,10 @@ async def recall(store: BaseStore, user_id: str, query: str, *, limit: int) -> l
     found = [r for item in items if (r := recalled(item, config, now)) is not None]
     slotted = await _slot_facts(store, namespace, query)
     keys = {r.key for r in slotted}
-    return [*slotted, *(r for r in found if r.key not in keys)][:limit]
+    # Imported here: the relevance rules import `Recalled` from this module.
+    from engine.memory.relevance import newest_first
+
+    return newest_first(query, [*slotted, *(r for r in found if r.key not in keys)])[:limit]
 
 
 async def _slot_facts(store: BaseStore, namespace: tuple[str, ...], query: str) -> list[Recalled]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from engine.memory.questions import asked_slots
 from engine.memory.recall import Recalled
 
 # Calibrated on bench/memory_quality.py (see the README): the relevance (dense + BM25
@@ -182,7 +183,17 @@ _OWNED = re.compile(r"\b(?:my|our)\s+(?:(\w+)(?:'s|’s|s')\s+)?(\w+)", re.IGNOR
 # A question after someone's name, and a memory giving the user's own.
 _NAMING = re.compile(r"\b(?:name|names|called|named|call)\b", re.IGNORECASE)
 _OWN_NAME = re.compile(
-    r"\b(?:my\s+name|call\s+me|calls\s+me|i\s+go\s+by|i'?m\s+called|name'?s)\b", re.IGNORECASE
+    r"\b(?:my\s+(?:full\s+|real\s+|first\s+|last\s+)?(?:nick)?name|call\s+me|calls\s+me"
+    r"|i\s+go\s+by|(?:i'?m|be|being|get|am)\s+called|name'?s|known\s+as)\b",
+    re.IGNORECASE,
+)
+# A question after the user's own name: "what's my nickname?", "what do people call me?",
+# "what nickname do my mates use for me?", "what name do I go by?".
+_ASKS_OWN_NAME = re.compile(
+    r"\bmy\s+(?:full\s+|real\s+|first\s+|last\s+)?(?:nick)?name\b|\bcalls?\s+me\b"
+    r"|\bnicknames?\b.*\b(?:me|i)\b|\b(?:me|i)\b.*\bnicknames?\b|\bgo\s+by\b"
+    r"|\bam\s+i\s+called\b",
+    re.IGNORECASE,
 )
 
 
@@ -199,6 +210,18 @@ def _relations(text: str) -> tuple[set[tuple[str, str]], set[str]]:
     return found, umbrellas
 
 
+_PLURAL_UMBRELLAS = frozenset({"kids", "children", "twins", "pets"})
+
+
+def _plural_kinds(text: str) -> set[str]:
+    """The categories a text names by a plural word ("the kids"): several beings at once."""
+    return {
+        _UMBRELLAS[w]
+        for m in _RELATION_WORDS.finditer(text.lower())
+        if (w := m.group(1)) in _PLURAL_UMBRELLAS
+    }
+
+
 def about_someone_else(question: str, memory: str, *, fact: bool = False) -> bool:
     """True when the memory is about someone (or something) other than the one the
     question asks about, so it cannot answer it. A memory must name whom the question is
@@ -208,7 +231,14 @@ def about_someone_else(question: str, memory: str, *, fact: bool = False) -> boo
     said, said_any = _relations(memory)
     lowered = memory.lower()
     for category, group in asked:
-        if (category, group) in said or category in said_any:
+        if (category, group) in said:
+            continue
+        # A word for the whole kind stands for the one asked about: "the kids" for a son,
+        # "a pet" for the dog, unless a singular one ("a pet", "the baby") is said to be
+        # another: "the kids wanted a pet and we got a hamster" is not about a dog.
+        if category in said_any and (
+            category in _plural_kinds(memory) or not any(c == category for c, _ in said)
+        ):
             continue
         # Neither a fact (normalised) nor an episode that never names them is about them:
         # "he's into vinyl" might be anyone, "I like to be called Woody" is not the
@@ -244,7 +274,7 @@ _ASKS_TIME = re.compile(
 _ASKS_ABOUT_SAYING = re.compile(
     r"\b(?:did|have)\s+i\s+(?:\w+\s+)?(?:tell|told|say|said|mention|ask|talk|bring|share)", re.I
 )
-_ASKS_NAME = re.compile(r"\b(?:name|names|called|named)\b|^\W*who\b", re.I)
+_ASKS_NAME = re.compile(r"\b(?:name|names|called|named|naming|nicknames?)\b|^\W*who\b", re.I)
 _NUMBER = re.compile(
     r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|"
     r"forty|fifty|sixty|seventy|eighty|ninety|hundred|dozen|half|a\s+(?:couple|few))\b",
@@ -253,10 +283,33 @@ _NUMBER = re.compile(
 _TIME_WORDS = re.compile(
     r"\d|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\b|"
     r"\b(?:mon|tues?|wed(?:nes)?|thu(?:rs)?|fri|sat(?:ur)?|sun)(?:day)?s?\b|"
-    r"\b(?:today|tomorrow|yesterday|tonight|week|weekend|month|year|morning|evening|night|"
-    r"spring|summer|autumn|fall|winter|christmas|easter|ago|next|last)\b",
+    r"\b(?:today|tomorrow|yesterday|tonight|spring|summer|autumn|fall|winter|christmas|easter"
+    r"|ago)\b|"
+    # "week", "month", "night" are a time only when they say which one: "next week", "in the
+    # mornings", "at night"; "he's gone half the month" says no when.
+    r"\b(?:next|last|this|coming|every|each|at|in\s+the|on)\s+(?:week|weekend|month|year"
+    r"|morning|evening|night|afternoon)s?\b|\b(?:mornings|evenings|nights|weekends)\b",
     re.I,
 )
+_SELF = ("I", "I'm", "I've", "I'd", "I'll")
+# Capitalised in English, but no one's name.
+_CALENDAR = re.compile(
+    r"january|february|march|april|may|june|july|august|september|october|november|december"
+    r"|jan|feb|mar|apr|jun|jul|aug|sept?|oct|nov|dec"
+    r"|(?:mon|tues|wednes|thurs|fri|satur|sun)days?|mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun",
+    re.I,
+)
+
+
+def _names_in(memory: str) -> list[re.Match[str]]:
+    """Capitalised words past a sentence start that may be names: not "I", not a month."""
+    return [
+        m
+        for m in _CAPITALISED.finditer(memory)
+        if m.group(0) not in _SELF and not _CALENDAR.fullmatch(m.group(0))
+    ]
+
+
 _CAPITALISED = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][^\s,.;:!?]*")
 _POSSESSIVE = re.compile(r"\b(\w+)(?:'s|’s)\b")
 _CONTRACTIONS = frozenset(
@@ -271,20 +324,26 @@ _ASKS_DETAIL = re.compile(r"^\W*(?:what|where|when|which|how)\b", re.I)
 
 def _has_name(memory: str, question: str) -> bool:
     if memory != memory.lower():  # typed with capitals: a capitalised word past the start
-        names = [
-            m
-            for m in _CAPITALISED.finditer(memory)
-            if m.group(0) not in ("I", "I'm", "I've", "I'd", "I'll")
+        names = _names_in(memory)
+        # Where the memory names the one asked about by the question's own word ("my
+        # sister's name?" -> "sister"; a possessive or plural "s" aside).
+        asked, _ = _relations(question)
+        said_as = {
+            re.sub(r"\s+", " ", m.group(1)) for m in _RELATION_WORDS.finditer(question.lower())
+        }
+        words = [
+            (m, re.sub(r"\s+", " ", m.group(1))) for m in _RELATION_WORDS.finditer(memory.lower())
         ]
-        asked = [w for w in _WORD.findall(question.lower()) if w in _GROUPS]
-        mentions = [
-            m.start() for w in asked for m in re.finditer(rf"\b{re.escape(w)}", memory.lower())
-        ]
+        mentions = [m.start() for m, word in words if word in said_as and word in _GROUPS]
+        # A name right after another relation word is that one's: "my girlfriend Lucia
+        # wants to adopt a cat" names no cat.
+        others = {m.end() for m, word in words if _GROUPS.get(word) not in asked}
+        names = [n for n in names if not any(0 < n.start() - end <= 1 for end in others)]
         if not mentions:
             return bool(names)
         # The name must stand by the relation ("my dad Tom", "Tom, my dad"), not anywhere:
         # "flights to Hong Kong for my dad's 70th" gives no name of the dad.
-        return any(abs(n.start() - at) <= 24 for n in names for at in mentions)
+        return any(_stands_by(memory, n, at) for n in names for at in mentions)
     # All lowercase: a possessive that is not "he's"/"it's", or the word after the relation.
     if any(m.group(1).lower() not in _CONTRACTIONS for m in _POSSESSIVE.finditer(memory)):
         return True
@@ -292,6 +351,26 @@ def _has_name(memory: str, question: str) -> bool:
         if word in _GROUPS and re.search(rf"\b{re.escape(word)}\s+(?!is\b|was\b|and\b)\w+", memory):
             return True
     return False
+
+
+_NAMING_BEFORE = re.compile(
+    r"\b(?:named|called|calls?|name\s+is|name's)\s+(?:(?:it|him|her|them)\s+)?$", re.I
+)
+
+
+def _stands_by(memory: str, name: re.Match[str], at: int) -> bool:
+    """A name within a few words of the relation word, in the same clause, or set beside it
+    by a comma ("Tom, my dad"; "a cat, Mochi,"): "flights for Hong Kong on dec 20th, my
+    dad's 70th" names no dad."""
+    if abs(name.start() - at) > 24:
+        return False
+    between = memory[name.end() : at] if name.start() < at else memory[at : name.start()]
+    between = re.sub(r"^[\w'’-]*", "", between) if name.start() > at else between
+    if not re.search(r"[,.;:!?()—–]", between):
+        return True
+    if name.start() > at and _NAMING_BEFORE.search(memory[: name.start()]):
+        return True  # "we got a hamster. they named it Biscuit"
+    return bool(re.fullmatch(r",\s*(?:(?:my|our|the|a|an)\s+)?", between, re.I))
 
 
 def asks_about_saying(question: str) -> bool:
@@ -309,7 +388,66 @@ def fits_the_question(question: str, memory: str) -> bool:
         return False
     if _ASKS_NAME.search(question) and not _has_name(memory, question):
         return False
+    if (
+        _ASKS_OWN_NAME.search(question)
+        and not any(_relations(question))
+        and not _OWN_NAME.search(memory)
+    ):
+        return False  # "what nickname do my mates use for me?" vs "they named it Biscuit"
+    if _ASKS_PLACE.search(question) and not _PLACE.search(memory) and not _names_in(memory):
+        return False  # "which city was I born in?" vs "race got moved for some city event"
+    if (thing := _named_thing(question)) and not _names_thing(memory, thing):
+        return False  # "what's our drummer called?" vs "… a post-punk thing called Glasswing"
     return True
+
+
+# A question after a place by its kind ("which city was I born in?", "what country are we
+# from?") wants a place named: a capitalised name, or a word after "in"/"to"/"from" when
+# typed all lowercase ("we moved to braga").
+_ASKS_PLACE = re.compile(
+    r"\b(?:which|what)\s+(?:city|town|country|village|neighbou?rhood|suburb|state|county"
+    r"|region|part\s+of\s+(?:town|the\s+city))\b",
+    re.I,
+)
+_PLACE = re.compile(r"\b(?:in|to|from|near|outside)\s+(?!the\b|a\b|an\b|my\b|our\b)[a-z]{3,}")
+
+
+# The thing whose name a question asks, when it is not a person or pet of _RELATIONS:
+# "what's our drummer called?", "what is the name of my carpenter master?".
+_NAMED_THING = re.compile(
+    r"\b(?:my|our)\s+(?:[\w-]+\s+)?([\w-]+?)(?:'s|’s|s')?\s+(?:name|names|called|named)\b"
+    r"|\bname\s+of\s+(?:my|our)\s+(?:[\w-]+\s+)?([\w-]+)",
+    re.I,
+)
+
+
+def _named_thing(question: str) -> str | None:
+    found = _NAMED_THING.search(question)
+    if not found:
+        return None
+    thing = (found.group(1) or found.group(2)).lower()
+    if {thing, f"{thing}s"} & {*_GROUPS, *_UMBRELLAS} or _NAME_WORDS.fullmatch(thing):
+        return None
+    return thing
+
+
+def _names_thing(memory: str, thing: str) -> bool:
+    """The memory names the thing, and a name stands by it: "our drummer Mateo", "the band's
+    called Glasswing" (not "my master's workshop" with "Ren" a clause away)."""
+    lowered = memory.lower()
+    mentions = [
+        m.start()
+        for m in re.finditer(r"[^\W\d_]+", lowered)
+        if _same_stem(m.group(0).removesuffix("'s"), thing)
+    ]
+    if not mentions:
+        return False
+    names = [m.start() for m in _names_in(memory)]
+    if memory == lowered:  # typed all lowercase: a word right after the thing may be its name
+        return any(
+            re.match(r"[^\W\d_]+(?:'s)?\s+(?!is\b|was\b|and\b)\w+", lowered[at:]) for at in mentions
+        )
+    return any(abs(n - at) <= 24 for n in names for at in mentions)
 
 
 # A hit this far (relative) below the best one is no answer even when the best one is
@@ -324,10 +462,62 @@ FAR_BELOW_BEST = 0.4
 NEWER_WITHIN = 0.05
 
 
+def newest_first(
+    question: str, memories: Sequence[Recalled], *, min_score: float = DEFAULT_MIN_SCORE
+) -> list[Recalled]:
+    """Recall's order with a slot's fact (read by key, first) after a newer message that
+    says the subject changed and could answer the question ("I started at Birchwood on
+    monday" after "I work at Ledgerly"): the prompt shows the newer state first, as the
+    offline answer states it (`answers`)."""
+    ordered = list(memories)
+    if not ordered or ordered[0].score is not None or ordered[0].episode:
+        return ordered
+    first = _newer_change_first(ordered[0], _fitting(question, ordered, min_score=min_score))[0]
+    return [first, *[m for m in ordered if m is not first]]
+
+
+def _same_topic(a: Recalled, b: Recalled) -> bool:
+    """Two memories share a content word (by stem): one may be the other's update."""
+    words = _subject_words(a.text)
+    return any(_same_stem(x, y) for x in words for y in _subject_words(b.text))
+
+
+def _same_topic_newer_first(found: list[Recalled]) -> list[Recalled]:
+    """For a question about now ("what's my 5k time these days?"): a later message on the
+    same topic as the best hit (a word in common: "my 5k is around 27 minutes" then "ran
+    a 5k in 24 today!!") is the newer state of it, so it goes first."""
+    top = found[0]
+    if not top.episode or top.when is None:
+        return found
+    topic = _subject_words(top.text)
+    newer = [
+        m
+        for m in found[1:]
+        if m.episode
+        and m.when is not None
+        and m.when > top.when
+        and any(_same_stem(a, b) for a in topic for b in _subject_words(m.text))
+    ]
+    if not newer:
+        return found
+    first = max(newer, key=lambda m: m.when or top.when)
+    return [first, *[m for m in found if m is not first]]
+
+
+_ASKS_NOW = re.compile(
+    r"\b(?:now|these\s+days|nowadays|currently|at\s+the\s+moment|any\s*more|still|lately"
+    r"|latest|current)\b",
+    re.I,
+)
+
+
 def answers(
     question: str, memories: Sequence[Recalled], *, min_score: float = DEFAULT_MIN_SCORE
 ) -> list[Recalled]:
     """The recalled memories that may answer `question`, best first (maybe none)."""
+    # Slot facts (read by key, no score) first, as recall gives them, whatever reordering
+    # `newest_first` did for the prompt.
+    memories = sorted(memories, key=lambda m: m.score is not None)
     fitting = _fitting(question, memories, min_score=min_score)
     if fitting and fitting[0].score is None:  # a slot's fact, read by key
         # Its rivals are judged by meaning alone: the slot, not the similarity to the
@@ -338,8 +528,17 @@ def answers(
     found = [m for m in fitting if m.relevance is None or m.relevance >= far_below]
     if len(found) < 2:
         return found
+    if _ASKS_NOW.search(question):
+        found = _same_topic_newer_first(found)
     floor = found[0].score * (1 - NEWER_WITHIN)
-    close = [m for m in found if m.score is not None and m.score >= floor and m.when]
+    close = [
+        m
+        for m in found
+        if m.score is not None
+        and m.score >= floor
+        and m.when
+        and (m is found[0] or _same_topic(found[0], m))
+    ]
     if close:
         newest = max(close, key=lambda m: m.when or found[0].when)
         found = [newest, *[m for m in found if m is not newest]]
@@ -348,19 +547,106 @@ def answers(
 
 def _fitting(question: str, memories: Sequence[Recalled], *, min_score: float) -> list[Recalled]:
     """The memories relevant enough, about the right one, with an answer of the right kind."""
+    slots = asked_slots(question)
     return [
         m
         for m in memories
         if (m.relevance is None or m.relevance >= min_score)
         and not about_someone_else(question, m.text, fact=not m.episode)
         and fits_the_question(question, m.text)
+        # A fact found by similarity (not read by its slot's key) must share a subject,
+        # and a fact of one slot does not answer a question about another ("where am I
+        # working?" asks the employer, "I'm an accountant." is the job).
+        and (
+            m.episode
+            or m.score is None
+            or (m.relevance or 0.0) >= UNRELATED_FACT_MIN
+            or shares_subject(question, m.text)
+        )
+        and not _other_slot(m, slots)
     ]
+
+
+# A fact that shares no word with the question answers it only on a strong meaning match:
+# short first-person facts score 0.24-0.31 against unrelated questions by their shape
+# alone (bench/memory_quality.py); every right answer from a fact below 0.4 shared a word.
+UNRELATED_FACT_MIN = 0.4
+_SLOT_KEY = re.compile(r"^profile-(.+)$")
+
+
+def _other_slot(memory: Recalled, slots: tuple[str, ...]) -> bool:
+    """A fact of a slot the question does not ask about: "where am I working these days?"
+    asks the employer, and "I'm an accountant." (the job) was said before the move."""
+    found = _SLOT_KEY.match(memory.key)
+    return bool(slots and found and not memory.episode and found.group(1) not in slots)
+
+
+# Words that carry no subject: question words, pronouns, auxiliaries and the verbs every
+# question and statement use ("what do I have?", "I've got …").
+_NO_SUBJECT = frozenset(
+    "a an the is am are was were be been being do does did doing done i me my mine myself we "
+    "our ours us you your yours he him his she her it its they them their what who whom "
+    "whose where when which why how to of in on at for with from by about again remind tell "
+    "know any anything something still now these days this that there here have has had got "
+    "get gets getting go goes going and or but not no so just really very some one ones "
+    "please again usually ever thing things kind sort type can could would should will "
+    "shall may might must into onto out off up down over under since than then as if too "
+    "also all only even much many more most lot lots bit lol haha ok okay yeah yes i'm i've "
+    "i'd i'll it's that's there's we're we've they're you're don't doesn't didn't isn't "
+    "wasn't won't".split()
+)
+# Ways of asking for or giving a name are one subject: "what name do I go by?" is answered
+# by "I like to be called Noor.", "what's the band called?" by "… called Glasswing.".
+_NAME_WORDS = re.compile(
+    r"\b(?:name|names|named|naming|nickname|nicknames|called|call|calls|go\s+by)\b", re.I
+)
+_TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+
+
+def _subject_words(text: str) -> set[str]:
+    words = set()
+    for word in _TOKEN.findall(_NAME_WORDS.sub(" ", text.lower())):
+        word = re.sub(r"['’]s$", "", word).replace("’", "'")
+        if word not in _NO_SUBJECT and not word.isdigit():
+            words.add(word)
+    if _NAME_WORDS.search(text):
+        words.add("<name>")
+    return words
+
+
+def _same_stem(a: str, b: str) -> bool:
+    """One word, more or less: "design"/"designer", "engineering"/"engineer", "allergic"/
+    "allergy" (a common start of 5 letters, or all of a word of 4)."""
+    if a == b:
+        return True
+    short, long_ = sorted((a, b), key=len)
+    if len(short) >= 4 and long_.startswith(short):
+        return True
+    return len(short) >= 6 and a[:5] == b[:5]
+
+
+def shares_subject(question: str, fact: str) -> bool:
+    """Whether a fact says something about what the question names: a word in common (by
+    stem), the same person or pet ("my kid" / "My son is Felix."), or both about a name.
+
+    A fact is one short sentence in the user's voice ("I'm coeliac.", "My wife is Ingrid."),
+    and a small sentence model scores such sentences close to any question about the user
+    by their shape alone ("what instrument am I learning?" -> "I'm coeliac." at 0.26), so
+    a fact that shares nothing with the question is no answer to it. Slot facts read by
+    key are not judged here (the question's wording already chose them)."""
+    asked, said = _subject_words(question), _subject_words(fact)
+    if any(_same_stem(a, b) for a in asked for b in said):
+        return True
+    asked_rel, asked_any = _relations(question)
+    said_rel, said_any = _relations(fact)
+    categories = {c for c, _ in said_rel} | said_any
+    return bool(asked_rel & said_rel) or bool(asked_any & categories)
 
 
 def _newer_change_first(fact: Recalled, rivals: list[Recalled]) -> list[Recalled]:
     """A slot's fact (read by key) is stale when the person said something changed after
-    it that learning has not made a fact of yet ("I started at Kestrel on monday" after
-    "I work at Paylane"): the newer message goes first."""
+    it that learning has not made a fact of yet ("I started at Birchwood on monday" after
+    "I work at Ledgerly"): the newer message goes first."""
     others = [m for m in rivals if m is not fact]
     newer = [m for m in others if m.changed and m.when and fact.when and m.when > fact.when]
     if not newer:
