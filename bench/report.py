@@ -44,7 +44,10 @@ def target(
         return f"{name}: not measured (target {sign} {fmt.format(goal)}) MISS", False
     met = value >= goal if at_least else value <= goal
     verdict = "PASS" if met else "MISS"
-    return f"{name}: {fmt.format(value)} (target {sign} {fmt.format(goal)}) {verdict}", met
+    shown = fmt.format(value)
+    if not met and shown == fmt.format(goal):  # 0.897 is no 0.90: show the digit that misses
+        shown = f"{value:.3f}"
+    return f"{name}: {shown} (target {sign} {fmt.format(goal)}) {verdict}", met
 
 
 def ratio(part: int, whole: int) -> float | None:

@@ -100,3 +100,12 @@ def test_stream_bench_quick_run() -> None:
     assert "| platform | replies | first text p50 / p95 (s) |" in stdout
     for platform in ("slack", "discord"):
         assert f"{platform}: replies equal to the model's output: 2 (target ≥ 2)" in stdout
+
+
+def test_a_target_line_never_rounds_a_miss_up_to_the_target() -> None:
+    sys.path.insert(0, str(ROOT))
+    from bench.report import target
+
+    assert target("idk", 0.897, 0.90) == ("idk: 0.897 (target ≥ 0.90) MISS", False)
+    assert target("idk", 0.904, 0.90) == ("idk: 0.90 (target ≥ 0.90) PASS", True)
+    assert target("stale", 1, 0, at_least=False, fmt="{:.0f}")[1] is False
