@@ -499,16 +499,22 @@ class DiscordAdapter:
     ) -> None:
         """The confirmation, as a follow-up (the interaction is deferred already); its
         buttons work as on any message, discord.py keeps the view for the message id."""
-        count = await self.bot.count_memories(target)
+        mine = target == self._caller(interaction)
+        count = await self.bot.count_memories(target, said_on_this_account=not mine)
         if not count:
             await interaction.followup.send(
                 f"There is nothing to forget: I hold none of {whose} memories.", ephemeral=True
             )
             return
+        question = f"Erase all {count} of {whose} memories?"
+        if not mine and len(await self.bot.linked_accounts(target)) > 1:
+            question = (
+                f"Erase the {count} of {whose} memories given in this server? Their account is "
+                "linked "
+                "elsewhere: it will be unlinked, and what they said there stays."
+            )
         view = ForgetConfirmation(self, asker=interaction.user.id, target=target, whose=whose)
-        await interaction.followup.send(
-            f"Erase all {count} of {whose} memories?", view=view, ephemeral=True
-        )
+        await interaction.followup.send(question, view=view, ephemeral=True)
 
     async def run(self) -> None:
         """Connect and serve until cancelled. A token or intent Discord refuses is a

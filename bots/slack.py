@@ -468,16 +468,22 @@ class SlackAdapter:
                 text="Only workspace admins can erase someone else's memories. Nothing was erased."
             )
             return
-        count = await self.bot.count_memories(user_key(team, target))
+        count = await self.bot.count_memories(
+            user_key(team, target), said_on_this_account=target != actor
+        )
         whose = "your" if target == actor else f"<@{target}>'s"
         if not count:
             await respond(text=f"There is nothing to forget: I hold none of {whose} memories.")
             return
         value = json.dumps({"team": team, "target": target})
-        await respond(
-            text=f"Erase all {count} of {whose} memories?",
-            blocks=_confirmation_blocks(f"Erase all {count} of {whose} memories?", value),
-        )
+        question = f"Erase all {count} of {whose} memories?"
+        if target != actor and len(await self.bot.linked_accounts(user_key(team, target))) > 1:
+            question = (
+                f"Erase the {count} memor{'y' if count == 1 else 'ies'} <@{target}> gave in this "
+                "workspace? Their account "
+                "is linked elsewhere: it will be unlinked, and what they said there stays."
+            )
+        await respond(text=question, blocks=_confirmation_blocks(question, value))
 
     async def _forget_confirmed(
         self, ack: Any, body: dict[str, Any], respond: Any, client: AsyncWebClient

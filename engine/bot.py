@@ -18,7 +18,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -622,9 +622,20 @@ class MemoryBot:
         owner = await self.identities.person(user_id)
         return await self.store.asearch(memory_namespace(owner), filter=EPISODES_ONLY, limit=limit)
 
-    async def count_memories(self, user_id: str, limit: int = 1000) -> int:
-        """How many memories a user has (up to `limit`), e.g. for a confirmation prompt."""
-        return len(await self.memories(user_id, limit=limit))
+    async def count_memories(
+        self, user_id: str, limit: int = 1000, *, said_on_this_account: bool = False
+    ) -> int:
+        """How many memories a user has (up to `limit`), e.g. for a confirmation prompt.
+        `said_on_this_account`: of a linked person, only those said on this account
+        (what an admin of its tenancy would erase: `erase_member`)."""
+        items = await self.memories(user_id, limit=limit)
+        if not said_on_this_account:
+            return len(items)
+        others = [a for a in await self.linked_accounts(user_id) if a != user_id]
+        if not others:
+            return len(items)
+        said_here = said_on(user_id, others)
+        return sum(1 for i in items if said_here(str(i.value.get("source_thread") or "")))
 
     async def remember(self, user_id: str, text: str, *, source_thread: str = "") -> list[Item]:
         """Store an explicitly given fact (`/remember`). Text that is not a recognisable
@@ -781,19 +792,10 @@ class MemoryBot:
         return moved
 
     async def _split(self, person: str, account: str, others: list[str]) -> Moved:
-        mine, theirs = tenancy_of(account), [tenancy_of(other) for other in others]
-
-        def said_here(thread: str) -> bool:
-            # The most specific tenancy a thread is in says whose it is (`discord` is a
-            # prefix of `discord:42`, and each may be a linked account's).
-            return said_within(thread, mine) and not any(
-                len(t) > len(mine) and said_within(thread, t) for t in theirs
-            )
-
         async with AsyncExitStack() as held:
             for owner in sorted({person, account}):
                 await held.enter_async_context(self.locks.user_memory(owner))
-            moved = await split_off(self.store, person, account, belongs=said_here)
+            moved = await split_off(self.store, person, account, belongs=said_on(account, others))
         await self.store.adelete(LINK_PENDING, person)
         return moved
 
@@ -819,6 +821,20 @@ class MemoryBot:
         if pending:
             logger.info("links: %d interrupted change(s) finished", len(pending))
         return len(pending)
+
+
+def said_on(account: str, others: list[str]) -> Callable[[str], bool]:
+    """Whether a thread was said on `account` rather than on one of the `others` linked
+    with it: the most specific tenancy a thread is in says whose it is (`discord` is a
+    prefix of `discord:42`, and each may be a linked account's)."""
+    mine, theirs = tenancy_of(account), [tenancy_of(other) for other in others]
+
+    def here(thread: str) -> bool:
+        return said_within(thread, mine) and not any(
+            len(t) > len(mine) and said_within(thread, t) for t in theirs
+        )
+
+    return here
 
 
 @dataclass(frozen=True)

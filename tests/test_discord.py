@@ -449,6 +449,28 @@ LINK_CODE = re.compile(r"[0-9A-Z]{5}-[0-9A-Z]{5}")
 SLACK_ACCOUNT = "slack:T1:U1"
 
 
+async def test_forget_user_of_a_linked_member_erases_only_what_was_said_in_this_server(
+    discord_bot: Running,
+) -> None:
+    run = discord_bot
+    member = f"discord:{GUILD_ID}:{MEMBER_ID}"
+    thread = f"discord:{GUILD_ID}:{CHANNEL_ID}"
+    await run.bot.chat(user_id=member, thread_id=thread, text="I live in Lisbon")
+    await run.bot.chat(user_id=SLACK_ACCOUNT, thread_id="slack:T1:D1", text="I'm a nurse")
+    await run.bot.flush_memories()
+    assert (await run.bot.link(SLACK_ACCOUNT, (await run.bot.link_code(member)).code)).ok
+
+    asked = await run.answer(await run.command("forget-user", user=ADMIN_ID, member=MEMBER_ID))
+    assert asked["content"].startswith("Erase the 1 of bob's memories given in this server?")
+    assert "linked elsewhere" in asked["content"]
+    confirmation = run.fake.sent[-1]
+    done = await run.answer(await run.click("forget:erase", user=ADMIN_ID, message=confirmation))
+    assert done["content"] == "Done: erased 1 of bob's memories."
+    assert await run.bot.memories(member) == []
+    assert [m.value["text"] for m in await run.bot.memories(SLACK_ACCOUNT)] == ["I'm a nurse."]
+    assert await run.bot.linked_accounts(SLACK_ACCOUNT) == [SLACK_ACCOUNT]
+
+
 async def test_link_without_a_code_gives_one(discord_bot: Running) -> None:
     run = discord_bot
     for channel_id in (CHANNEL_ID, DM_CHANNEL_ID):  # in a server and in a DM

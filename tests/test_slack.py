@@ -363,6 +363,31 @@ async def test_forget_someone_else_needs_an_admin(harness: Harness) -> None:
     assert entry["count"] == 1 and entry["action"] == "forget_memories"
 
 
+async def test_an_admin_erases_only_what_a_linked_member_said_in_this_workspace(
+    harness: Harness,
+) -> None:
+    bot = harness.bot
+    await bot.chat(user_id="slack:T1:U1", thread_id="slack:T1:D1", text="I live in Lisbon")
+    await bot.chat(user_id="discord:42:7", thread_id="discord:42:9", text="my dog is called Rex")
+    await bot.flush_memories()
+    assert (await bot.link("discord:42:7", (await bot.link_code("slack:T1:U1")).code)).ok
+
+    asked = await forget_flow(harness, "UADMIN", "<@U1|bob>")
+    assert "Erase the 1 memory <@U1> gave in this workspace?" in asked["text"]
+    assert "linked elsewhere" in asked["text"]
+    value = button(asked, "forget_confirm")
+    done = await next_response(
+        harness,
+        harness.deliver_action(
+            harness.slack.block_actions_payload("UADMIN", "forget_confirm", value)
+        ),
+    )
+    assert "erased 1" in done["text"]
+    assert await bot.memories("slack:T1:U1") == []
+    assert [m.value["text"] for m in await bot.memories("discord:42:7")] == ["My dog is Rex."]
+    assert [e["action"] for e in bot.audit.entries()] == ["link", "unlink", "forget_memories"]
+
+
 async def test_forget_own_memories_with_confirmation_or_cancel(harness: Harness) -> None:
     slack, bot = harness.slack, harness.bot
     await bot.remember("slack:T1:U1", "I like tea")
