@@ -735,9 +735,12 @@ class MemoryBot:
                 )
             for account in accounts:
                 await self.writer.flush(account)
-            person = await self.identities.join(accounts)
+            person = await self.identities.person_for(accounts)
             sources = [owner for owner in (theirs, mine) if owner != person]
-            await self._pending(person, {"op": "merge", "sources": sources})
+            # Noted first: a crash anywhere after this is finished at the next start.
+            change = {"op": "merge", "accounts": accounts, "sources": sources}
+            await self._pending(person, change)
+            await self.identities.join(accounts, person)
             moved = await self._merge(person, sources)
             await self.audit.record(
                 "link", actor=user_id, target=issuer, count=moved.facts, person=person
@@ -764,8 +767,8 @@ class MemoryBot:
             for account in members:
                 await self.writer.flush(account)
             others = [account for account in members if account != user_id]
-            await self.identities.leave(user_id)
             await self._pending(person, {"op": "split", "account": user_id, "others": others})
+            await self.identities.leave(user_id)
             moved = await self._split(person, user_id, others)
             await self.audit.record(
                 "unlink", actor=actor or user_id, target=user_id, count=moved.facts, person=person
@@ -814,10 +817,16 @@ class MemoryBot:
             for item in pending:
                 change = item.value
                 if change.get("op") == "merge":
+                    # Joining again is harmless; it may not have happened before the crash.
+                    if accounts := [str(a) for a in change.get("accounts", [])]:
+                        await self.identities.join(accounts, item.key)
                     await self._merge(item.key, [str(s) for s in change.get("sources", [])])
                 elif change.get("op") == "split":
+                    account = str(change.get("account"))
+                    if await self.identities.person(account) == item.key:
+                        await self.identities.leave(account)
                     others = [str(o) for o in change.get("others", [])]
-                    await self._split(item.key, str(change.get("account")), others)
+                    await self._split(item.key, account, others)
         if pending:
             logger.info("links: %d interrupted change(s) finished", len(pending))
         return len(pending)

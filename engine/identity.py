@@ -174,21 +174,31 @@ class Identities:
         await self._save_state(identity, {**state, "failures": []})
         return Redeemed(issuer=issuer)
 
-    async def join(self, identities: list[str], *, now: datetime | None = None) -> str:
-        """Make `identities` one person (an existing person of theirs, or a new one)."""
-        now = now or datetime.now(UTC)
+    async def person_for(self, identities: list[str]) -> str:
+        """The person `identities` would become: one of theirs, or a new one."""
         people = {await self.person(i) for i in identities}
         existing = sorted(p for p in people if p.startswith(PERSON_PREFIX))
-        person = existing[0] if existing else f"{PERSON_PREFIX}{uuid.uuid4().hex}"
-        members = [m for p in existing for m in await self.members(p)]
+        return existing[0] if existing else f"{PERSON_PREFIX}{uuid.uuid4().hex}"
+
+    async def join(
+        self, identities: list[str], person: str | None = None, *, now: datetime | None = None
+    ) -> str:
+        """Make `identities` one person (`person`, by default `person_for` them). Joining
+        the same accounts again changes nothing."""
+        now = now or datetime.now(UTC)
+        person = person or await self.person_for(identities)
+        people = {await self.person(i) for i in identities}
+        absorbed = sorted(p for p in people if p.startswith(PERSON_PREFIX) and p != person)
+        members = [m for p in (person, *absorbed) for m in await self.members(p)]
+        members = list(dict.fromkeys(members))
         for identity in identities:
             if identity not in members:
                 members.append(identity)
             value = {"person": person, "linked_at": now.isoformat()}
             await self.store.aput(IDENTITIES, _key(identity), value, index=False)
         await self.store.aput(PEOPLE, person, {"members": members}, index=False)
-        for absorbed in existing[1:]:  # two linked groups became one
-            await self.store.adelete(PEOPLE, absorbed)
+        for group in absorbed:  # two linked groups became one
+            await self.store.adelete(PEOPLE, group)
         return person
 
     async def leave(self, identity: str) -> str | None:

@@ -213,12 +213,18 @@ async def test_a_link_cut_short_by_a_crash_is_finished_at_the_next_start(
     async with MemoryBot.open(offline(tmp_path), embeddings=local_embeddings) as bot:
         await say(bot, SLACK, SLACK_THREAD, "I live in Lisbon")
         await say(bot, DISCORD, DISCORD_THREAD, "my dog is called Rex")
-        # What a crash right after the accounts were joined leaves: the link recorded,
-        # the memories not moved yet.
-        person = await bot.identities.join([SLACK, DISCORD])
-        await bot.store.aput(
-            LINK_PENDING, person, {"op": "merge", "sources": [SLACK, DISCORD]}, index=False
-        )
+        # What a crash right after the link was noted leaves: neither the accounts joined
+        # nor the memories moved.
+        change = {"op": "merge", "accounts": [SLACK, DISCORD], "sources": [SLACK, DISCORD]}
+        await bot.store.aput(LINK_PENDING, "person:cut-short", change, index=False)
     async with MemoryBot.open(offline(tmp_path), embeddings=local_embeddings) as bot:
         assert await facts(bot, SLACK) == {"I live in Lisbon.", "My dog is Rex."}
+        assert sorted(await bot.linked_accounts(DISCORD)) == sorted([SLACK, DISCORD])
         assert await bot.store.asearch(LINK_PENDING) == []
+        # And an unlink cut short the same way: noted, the account still linked.
+        change = {"op": "split", "account": SLACK, "others": [DISCORD]}
+        await bot.store.aput(LINK_PENDING, "person:cut-short", change, index=False)
+    async with MemoryBot.open(offline(tmp_path), embeddings=local_embeddings) as bot:
+        assert await bot.linked_accounts(SLACK) == [SLACK]
+        assert await facts(bot, SLACK) == {"I live in Lisbon."}
+        assert await facts(bot, DISCORD) == {"My dog is Rex."}
