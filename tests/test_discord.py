@@ -48,6 +48,7 @@ from tests.fakes.discord import (
 )
 from tests.fakes.llm import FakeLLM, Hold, ToolUse, echo_reply, last_user_text
 from tests.fakes.waits import WAIT, eventually
+from tests.llm_settings import fake_llm_options
 
 OTHER_CHANNEL = 1_200_000_000_000_000_050
 GUILD_2, GUILD_2_CHANNEL = 1_200_000_000_000_000_060, 1_200_000_000_000_000_061
@@ -657,12 +658,7 @@ async def test_commands_are_deferred_while_learning_is_slow(tmp_path, local_embe
     extraction, or a 40 s one, without a clock): each acknowledgement arrives while it is
     held, and the answer only after."""
     async with FakeLLM(learning_model) as llm:
-        options = {
-            "llm_provider": "anthropic",
-            "anthropic_api_key": "test-key",
-            "anthropic_base_url": llm.anthropic_url,
-            "memory_debounce_seconds": 0.0,
-        }
+        options = fake_llm_options(llm) | {"memory_debounce_seconds": 0.0}
         async with running(tmp_path, local_embeddings, **options) as run:
             member = f"discord:{GUILD_ID}:{MEMBER_ID}"
 

@@ -13,6 +13,7 @@ from bots.discord_memories import EXPIRED, NOT_YOURS
 from tests.fakes.discord import ADMIN_ID, CHANNEL_ID, EPHEMERAL, GUILD_ID, MEMBER_ID
 from tests.fakes.llm import FakeLLM
 from tests.fakes.waits import eventually
+from tests.llm_settings import fake_llm_options
 from tests.test_discord import (
     Running,
     assert_no_pings,
@@ -256,12 +257,7 @@ async def test_every_interaction_is_acknowledged_before_the_engine_is_asked(
     the test lets it go, so an acknowledgement that arrives while it is held came first
     (one made after the engine call would never arrive, and the wait fail)."""
     async with FakeLLM(learning_model) as llm:
-        options = {
-            "llm_provider": "anthropic",
-            "anthropic_api_key": "test-key",
-            "anthropic_base_url": llm.anthropic_url,
-            "memory_debounce_seconds": 0.0,
-        }
+        options = fake_llm_options(llm) | {"memory_debounce_seconds": 0.0}
         async with running(tmp_path, local_embeddings, **options) as run:
             for n in range(12):
                 await run.bot.remember(ME, f"my hobby number {n} is collecting stamps")

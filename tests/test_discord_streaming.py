@@ -38,6 +38,7 @@ from tests.fakes.discord import (
 )
 from tests.fakes.llm import FakeLLM, ToolUse, last_user_text
 from tests.fakes.waits import eventually
+from tests.llm_settings import fake_llm_options
 from tests.test_discord import (
     CALLBACK,
     MEMBERS_THREAD,
@@ -101,14 +102,6 @@ def handler_tasks(prefix: str) -> list[asyncio.Task[Any]]:
     return [t for t in asyncio.all_tasks() if t.get_name().startswith(prefix)]
 
 
-def llm_options(llm: FakeLLM) -> dict[str, Any]:
-    return {
-        "llm_provider": "anthropic",
-        "anthropic_api_key": "test-key",
-        "anthropic_base_url": llm.anthropic_url,
-    }
-
-
 @asynccontextmanager
 async def slow_bot(
     tmp_path, embeddings, answer: str, tokens_per_second: float = TOKENS_PER_SECOND
@@ -116,7 +109,7 @@ async def slow_bot(
     """The bot on a slow model that answers everything with `answer`."""
     async with FakeLLM(model(lambda _: answer)) as llm:
         llm.first_token_delay, llm.tokens_per_second = FIRST_TOKEN_DELAY, tokens_per_second
-        async with running(tmp_path, embeddings, **llm_options(llm)) as run:
+        async with running(tmp_path, embeddings, **fake_llm_options(llm)) as run:
             yield run, llm
 
 
@@ -260,7 +253,7 @@ async def test_a_follow_up_while_the_answer_streams_is_answered(tmp_path, local_
     first = " ".join([SHORT] * 2)  # 7 s of writing
     async with FakeLLM(model(answers_in_turn(first, SHORT))) as llm:
         llm.first_token_delay, llm.tokens_per_second = FIRST_TOKEN_DELAY, TOKENS_PER_SECOND
-        options = llm_options(llm) | {"discord_message_content": True}
+        options = fake_llm_options(llm) | {"discord_message_content": True}
         async with running(tmp_path, local_embeddings, **options) as run:
             fake = run.fake
             typing = f"/channels/{MEMBERS_THREAD}/typing"
@@ -294,9 +287,10 @@ async def test_a_takeover_finishes_the_half_streamed_answer(
     second = "A different, shorter answer from the second process, " + PINGS + "."
     async with FakeLLM(model(answers_in_turn(first, second))) as llm:
         llm.first_token_delay, llm.tokens_per_second = FIRST_TOKEN_DELAY, TOKENS_PER_SECOND
+        options = fake_llm_options(llm)
         async with FakeDiscord(guilds=guilds()) as fake:
             with fake.patch_client():
-                async with serving(fake, tmp_path, local_embeddings, **llm_options(llm)) as dead:
+                async with serving(fake, tmp_path, local_embeddings, **options) as dead:
                     event = await start_answering(dead, how)
                     await eventually(
                         lambda: len(fake.versions(event["answer"])) >= 2,
@@ -309,7 +303,7 @@ async def test_a_takeover_finishes_the_half_streamed_answer(
                         task.cancel()
                     await asyncio.gather(*handlers, return_exceptions=True)
                     calls_before = len(fake.calls)
-                async with serving(fake, tmp_path, local_embeddings, **llm_options(llm)) as run:
+                async with serving(fake, tmp_path, local_embeddings, **options) as run:
                     await run.settled()
                     after = fake.calls[calls_before:]
 

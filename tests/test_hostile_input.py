@@ -39,6 +39,7 @@ from tests.fakes.discord import (
 )
 from tests.fakes.llm import FakeLLM, ToolUse, last_user_text
 from tests.fakes.slack import FakeSlack, app_mention, message
+from tests.llm_settings import fake_llm_options
 from tests.test_discord import (
     CALLBACK,
     FOLLOWUP,
@@ -463,11 +464,7 @@ def discord_reply(body: dict[str, Any]) -> str | ToolUse:
 
 async def test_discord_never_pings_from_a_model_reply(tmp_path: Path) -> None:
     async with FakeLLM(reply=discord_reply) as llm:
-        options = {
-            "llm_provider": "anthropic",
-            "anthropic_api_key": "k",
-            "anthropic_base_url": llm.anthropic_url,
-        }
+        options = fake_llm_options(llm)
         async with running(tmp_path, EMBEDDINGS, **options) as run:
             fake = run.fake
             # A mention in a server channel: a reply, then plain channel messages.
