@@ -138,9 +138,12 @@ def settings_for(slack: FakeSlack, data_dir: Path, **extra: Any) -> Settings:
 
 
 @asynccontextmanager
-async def slack_bot(slack: FakeSlack, data_dir: Path, embeddings, **extra: Any):
-    """A bot with the Slack adapter serving HTTP (which starts the inbox sweep)."""
-    settings = settings_for(slack, data_dir, **extra)
+async def slack_bot(
+    slack: FakeSlack, data_dir: Path, embeddings, settings: Settings | None = None, **extra: Any
+) -> AsyncIterator[tuple[MemoryBot, str]]:
+    """A bot with the Slack adapter serving HTTP (which starts the inbox sweep): on the
+    offline model (`settings_for`), or on `settings`."""
+    settings = settings or settings_for(slack, data_dir, **extra)
     async with MemoryBot.open(settings, embeddings=embeddings) as bot:
         adapter = SlackAdapter(bot, settings)
         runner = web.AppRunner(adapter.web_app())
@@ -187,8 +190,13 @@ async def slack() -> AsyncIterator[FakeSlack]:
         yield fake
 
 
-async def _none_open(bot: MemoryBot) -> bool:
-    return await bot.inbox.open_count() == 0
+async def settled(bot: MemoryBot) -> None:
+    """Every accepted message is answered and closed."""
+
+    async def none_open() -> bool:
+        return await bot.inbox.open_count() == 0
+
+    await eventually(none_open, what="every message closed")
 
 
 @pytest.mark.parametrize("step", ["accepted", "placeholder", "answer"])
@@ -217,7 +225,7 @@ async def test_a_message_left_by_a_dead_process_is_answered_once(
         updates = await slack.wait_for("chat.update", count=2, timeout=60)
         assert "Bob" in updates[1].args["text"]
         # Closed once delivered (just after Slack received the update, so waited for).
-        await eventually(lambda: _none_open(bot), what="every message closed")
+        await settled(bot)
     assert len(slack.calls_to("chat.update")) == 2
 
 

@@ -16,7 +16,6 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,11 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.chunking import split_message
-from bots.slack import EVENTS, FEEDBACK_ACTION, STATUS, THINKING, SlackAdapter
+from bots.slack import EVENTS, FEEDBACK_ACTION, STATUS, THINKING
 from bots.slack_format import WORD_JOINER, escape, to_mrkdwn
 from bots.slack_stream import MESSAGE_LIMIT, STREAM_LIMIT
 from engine import metrics
 from engine.bot import MemoryBot
-from engine.inbox import Inbound
-from engine.settings import Settings
 from tests.fakes.llm import FakeLLM, ToolUse, _sse, _Stream
 from tests.fakes.slack import (
     STREAM_METHODS,
@@ -47,6 +44,7 @@ from tests.fakes.slack import (
 )
 from tests.fakes.waits import eventually
 from tests.llm_settings import fake_llm_settings
+from tests.test_inbox import accepted_mention, settings_for, settled, slack_bot
 
 SECRET = "test-signing-secret"
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,32 +162,6 @@ class Rig:
         return self.slack.messages[stop.args["ts"]]
 
 
-async def settled(bot: MemoryBot) -> None:
-    """Every accepted message is answered and closed."""
-
-    async def none_open() -> bool:
-        return await bot.inbox.open_count() == 0
-
-    await eventually(none_open, what="every message closed")
-
-
-@asynccontextmanager
-async def serving(
-    slack: FakeSlack, settings: Settings, embeddings: Any
-) -> AsyncIterator[tuple[MemoryBot, str]]:
-    """A bot with the Slack adapter in HTTP mode (which starts the inbox sweep)."""
-    async with MemoryBot.open(settings, embeddings=embeddings) as bot:
-        adapter = SlackAdapter(bot, settings)
-        runner = web.AppRunner(adapter.web_app())
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        try:
-            yield bot, f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
-        finally:
-            await runner.cleanup()
-            await adapter.aclose()
-
-
 @asynccontextmanager
 async def running(
     tmp_path: Path, embeddings: Any, *, streaming: bool = True, paced: bool = True
@@ -207,7 +179,7 @@ async def running(
                 slack_api_url=slack.api_url,
             )
             try:
-                async with serving(slack, settings, embeddings) as (bot, url):
+                async with slack_bot(slack, tmp_path, embeddings, settings) as (bot, url):
                     yield Rig(slack, llm, bot, url)
             finally:
                 llm.gate.set()
@@ -492,33 +464,14 @@ async def test_a_broken_stream_is_finished_with_edits(tmp_path, local_embeddings
 # -- takeovers -------------------------------------------------------------------------------
 
 
-def offline_settings(slack: FakeSlack, data_dir: Path) -> Settings:
-    return Settings(
-        data_dir=data_dir,
-        llm_provider="offline",
-        slack_bot_token="xoxb-test",
-        slack_signing_secret=SECRET,
-        slack_api_url=slack.api_url,
-    )
-
-
 @pytest.mark.parametrize("died", ["answered", "answering", "rolled-over"])
 async def test_a_takeover_finishes_a_half_streamed_answer_once(
     died: str, tmp_path, local_embeddings
 ) -> None:
     async with FakeSlack(signing_secret=SECRET, streaming=True) as slack:
         client = AsyncWebClient(token="xoxb-test", base_url=slack.api_url)
-        ts = fresh_ts()
-        said = Inbound(
-            key=f"slack:T1:C1:{ts}",
-            platform="slack",
-            user_id="slack:T1:U1",
-            thread_id=f"slack:T1:C1:{ts}",
-            text="Hi! Remember: my name is Bob",
-            message_id=ts,
-            at=datetime.now(UTC),
-            route={"channel": "C1", "reply_in": ts, "assistant": False},
-        )
+        said = accepted_mention("Hi! Remember: my name is Bob")
+        ts = said.message_id
         recipient = {"recipient_user_id": "U1", "recipient_team_id": "T1"}
 
         async def stream(text: str) -> str:
@@ -529,7 +482,7 @@ async def test_a_takeover_finishes_a_half_streamed_answer_once(
 
         # A first process streamed part of the answer and died.
         async with MemoryBot.open(
-            offline_settings(slack, tmp_path), embeddings=local_embeddings
+            settings_for(slack, tmp_path), embeddings=local_embeddings
         ) as bot:
             ticket = await bot.accept(said)
             assert ticket is not None
@@ -550,7 +503,7 @@ async def test_a_takeover_finishes_a_half_streamed_answer_once(
                     await ticket.note(obsolete=thinking["ts"])
         before = len(slack.calls)
 
-        async with serving(slack, offline_settings(slack, tmp_path), local_embeddings) as (bot, _):
+        async with slack_bot(slack, tmp_path, local_embeddings) as (bot, _):
             await settled(bot)
             (_, answered) = await bot.history(said.thread_id)
         answer = str(answered.content)
@@ -572,24 +525,14 @@ async def test_an_entry_an_older_version_left_half_posted_gets_the_rest(
     """Before streaming, progress was `posted`: how many parts of the whole answer's
     mrkdwn were in Slack. Such an entry, taken over, gets the parts after those."""
     async with FakeSlack(signing_secret=SECRET) as slack:
-        ts, answer = fresh_ts(), long_answer()
-        said = Inbound(
-            key=f"slack:T1:C1:{ts}",
-            platform="slack",
-            user_id="slack:T1:U1",
-            thread_id=f"slack:T1:C1:{ts}",
-            text="tell me a lot",
-            message_id=ts,
-            at=datetime.now(UTC),
-            route={"channel": "C1", "reply_in": ts, "assistant": False},
-        )
+        said, answer = accepted_mention("tell me a lot"), long_answer()
         async with MemoryBot.open(
-            offline_settings(slack, tmp_path), embeddings=local_embeddings
+            settings_for(slack, tmp_path), embeddings=local_embeddings
         ) as bot:
             ticket = await bot.accept(said)
             assert ticket is not None
             await ticket.note(reply=answer, placeholder="1700000000.000001", posted=2)
-        async with serving(slack, offline_settings(slack, tmp_path), local_embeddings) as (bot, _):
+        async with slack_bot(slack, tmp_path, local_embeddings) as (bot, _):
             await settled(bot)
         parts = split_message(to_mrkdwn(answer), MESSAGE_LIMIT)
         assert len(parts) > 3
