@@ -100,6 +100,21 @@ POSITIVE: list[tuple[str, Expected]] = [
     ("my favourite band is Radiohead", [("My favorite band is Radiohead.", "favourite-band")]),
     ("Dune is my favourite book", [("My favorite book is Dune.", "favourite-book")]),
     ("I'm a huge fan of jazz", [("I'm a huge fan of jazz.", None)]),
+    # A condition said without its "I'm", as people type in chat.
+    ("gluten intolerant since I was a kid", [("I'm gluten intolerant.", None)]),
+    # What someone can't eat, in the words people use for it.
+    ("I can't stomach coffee anymore", [("I can't stomach coffee.", None)]),
+    ("I can't touch peanuts, I swell up", [("I can't touch peanuts.", None)]),
+    # Where someone lives, said in passing ("here in …"), if nothing else was said.
+    ("Here in Leeds it rains all week.", [("I live in Leeds.", "home")]),
+    ("it's freezing out here in Oklahoma City", [("I live in Oklahoma City.", "home")]),
+    ("I work at Acme here in London", [("I work at Acme here in London.", "employer")]),
+    # A pastime taken up.
+    ("took up running last spring", [("I took up running.", None)]),
+    (
+        "started crocheting at the community centre a few weeks ago and I love it",
+        [("I started crocheting at the community centre.", None)],
+    ),
 ]
 
 
@@ -149,6 +164,14 @@ NEGATIVE = [
     "I love this!",
     "I like your answer",
     "I joined a gym",
+    # no home, condition or pastime
+    "we're here in Rome for the weekend",  # away, not home
+    "here in the office we use Jira",  # no place name
+    "here in Python you need a loop",
+    "gluten free pasta is great",  # a food, not a condition
+    "started thinking about it",  # not a pastime
+    "I started using docker at work",
+    "started crying lol",
 ]
 
 
@@ -306,45 +329,3 @@ def test_corrections_are_recognised(message: str) -> None:
 )
 def test_plain_statements_and_questions_are_not_corrections(message: str) -> None:
     assert not is_correction(message)
-
-
-@pytest.mark.parametrize(
-    ("message", "expected"),
-    [
-        # A condition said without its "I'm", as people type in chat.
-        ("gluten intolerant since I was a kid", [("I'm gluten intolerant.", None)]),
-        # What someone can't eat, in the words people use for it.
-        ("I can't stomach coffee anymore", [("I can't stomach coffee.", None)]),
-        ("I can't touch peanuts, I swell up", [("I can't touch peanuts.", None)]),
-        # Where someone lives, said in passing ("here in …"), if nothing else was said.
-        ("Here in Leeds it rains all week.", [("I live in Leeds.", "home")]),
-        ("it's freezing out here in Oklahoma City", [("I live in Oklahoma City.", "home")]),
-        ("I work at Acme here in London", [("I work at Acme here in London.", "employer")]),
-        # A pastime taken up.
-        ("took up running last spring", [("I took up running.", None)]),
-        (
-            "started crocheting at the community centre a few weeks ago and I love it",
-            [("I started crocheting at the community centre.", None)],
-        ),
-    ],
-)
-def test_casual_statements_of_conditions_homes_and_pastimes(
-    message: str, expected: Expected
-) -> None:
-    assert facts_of(message) == expected
-
-
-@pytest.mark.parametrize(
-    "message",
-    [
-        "we're here in Rome for the weekend",  # away, not home
-        "here in the office we use Jira",  # no place name
-        "here in Python you need a loop",
-        "gluten free pasta is great",  # a food, not a condition
-        "started thinking about it",  # not a pastime
-        "I started using docker at work",
-        "started crying lol",
-    ],
-)
-def test_no_home_condition_or_pastime_from_other_talk(message: str) -> None:
-    assert facts_of(message) == []
