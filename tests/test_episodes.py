@@ -301,16 +301,18 @@ async def test_a_name_is_no_answer_to_what_someone_does(bot) -> None:
     assert "Keisha" in who.text, who.text
 
 
+async def learnt_long_ago(bot: MemoryBot, text: str) -> None:
+    """`text` said 40 days ago, and learnt: the slot's fact a newer message may change."""
+    await bot.chat(
+        user_id="u1", thread_id="a", text=text, at=datetime.now(UTC) - timedelta(days=40)
+    )
+    await bot.flush_memories()
+
+
 async def test_a_change_said_after_a_slot_fact_is_answered_before_it(bot) -> None:
     """Learning has not (yet) made a fact of "I started work at Birchwood": the slot says
     Ledgerly, but the newer message that says something changed is stated first."""
-    await bot.chat(
-        user_id="u1",
-        thread_id="a",
-        text="I work at Ledgerly",
-        at=datetime.now(UTC) - timedelta(days=40),
-    )
-    await bot.flush_memories()
+    await learnt_long_ago(bot, "I work at Ledgerly")
     await bot.chat(
         user_id="u1",
         thread_id="b",
@@ -363,13 +365,7 @@ async def test_an_in_law_is_not_the_sibling(bot) -> None:
 async def test_recall_lists_a_change_said_after_a_slot_fact_before_it(bot) -> None:
     """The prompt (and recall@1) shows the newer state first: the message that says the
     job changed, then the slot's fact it supersedes."""
-    await bot.chat(
-        user_id="u1",
-        thread_id="a",
-        text="I work at Ledgerly",
-        at=datetime.now(UTC) - timedelta(days=40),
-    )
-    await bot.flush_memories()
+    await learnt_long_ago(bot, "I work at Ledgerly")
     await bot.chat(
         user_id="u1", thread_id="b", text="last day at the old place, I started at Birchwood Health"
     )
