@@ -32,6 +32,7 @@ from langgraph.store.base import BaseStore, Item
 from pydantic import BaseModel, Field, ValidationError
 
 from engine import metrics
+from engine.memory.groups import Groups
 from engine.memory.manager import MAX_MEMORY_CHARS
 from engine.memory.namespace import MEMORIES
 from engine.memory.records import (
@@ -159,14 +160,7 @@ async def _groups(
     store: BaseStore, namespace: tuple[str, ...], items: Sequence[Item], cutoff: float
 ) -> list[list[Item]]:
     by_key = {item.key: item for item in items}
-    parent = {key: key for key in by_key}
-
-    def root(key: str) -> str:
-        while parent[key] != key:
-            parent[key] = parent[parent[key]]
-            key = parent[key]
-        return key
-
+    groups = Groups(by_key)
     similarity = await _cosines(store, items)
     for item in items:
         hits = await store.asearch(
@@ -177,13 +171,10 @@ async def _groups(
                 continue
             score = similarity(item.key, hit.key) if similarity else (hit.score or 0)
             if score >= cutoff:
-                parent[root(hit.key)] = root(item.key)
-    groups: dict[str, list[Item]] = {}
-    for key, item in by_key.items():
-        groups.setdefault(root(key), []).append(item)
+                groups.join(hit.key, item.key)
     return [
-        sorted(group, key=lambda i: i.value.get("created_at", ""))
-        for group in groups.values()
+        sorted((by_key[key] for key in group), key=lambda i: i.value.get("created_at", ""))
+        for group in groups.groups()
         if len(group) > 1
     ]
 

@@ -21,6 +21,8 @@ from typing import Any
 from langgraph.store.base import BaseStore, Item, PutOp
 
 from engine import metrics
+from engine.memory.groups import Groups
+from engine.memory.manager import comparable
 from engine.memory.namespace import memory_namespace
 from engine.memory.records import (
     all_items,
@@ -42,38 +44,24 @@ class Moved:
     merged: int = 0  # duplicate facts folded into a newer one
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split()).rstrip(".!")
-
-
 def _newness(item: Item) -> tuple[str, str]:
     return (str(item.value.get("valid_from", "")), str(item.value.get("updated_at", "")))
 
 
 def _groups(facts: Sequence[Item]) -> list[list[Item]]:
     """Facts that are one fact: same key, same slot or same text (transitively)."""
-    parent = list(range(len(facts)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    groups = Groups(range(len(facts)))
     first: dict[tuple[str, str], int] = {}
     for i, item in enumerate(facts):
-        marks = [("key", item.key), ("text", _norm(str(item.value.get("text", ""))))]
+        marks = [("key", item.key), ("text", comparable(str(item.value.get("text", ""))))]
         if slot := item.value.get("slot"):
             marks.append(("slot", str(slot)))
         for mark in marks:
             if mark in first:
-                parent[root(i)] = root(first[mark])
+                groups.join(i, first[mark])
             else:
                 first[mark] = i
-    groups: dict[int, list[Item]] = {}
-    for i, item in enumerate(facts):
-        groups.setdefault(root(i), []).append(item)
-    return list(groups.values())
+    return [[facts[i] for i in group] for group in groups.groups()]
 
 
 async def _everything(store: BaseStore, owner: str) -> tuple[list[Item], list[Item]]:
@@ -144,7 +132,9 @@ def _folded(
 ) -> PutOp:
     """The history of `loser` folded into `winner`; when they differ, the loser is a
     replaced value: its valid time ends and its messages are no longer recalled."""
-    same = _norm(str(loser.value.get("text", ""))) == _norm(str(winner.value.get("text", "")))
+    same = comparable(str(loser.value.get("text", ""))) == comparable(
+        str(winner.value.get("text", ""))
+    )
     ended = str(winner.value.get("valid_from", "")) or None
     if not same:
         for key in loser.value.get("sources") or []:

@@ -450,14 +450,14 @@ def _resolve(
 ) -> list[_Planned]:
     """Operations on keys. Unknown ids, empty texts and no-op rewrites are dropped; an ADD
     whose text is already stored verbatim is a no-op; one memory changes at most once."""
-    stored_texts = {_norm(item.value.get("text", "")) for item in existing}
+    stored_texts = {comparable(item.value.get("text", "")) for item in existing}
     planned: dict[str, _Planned] = {}
     for op in ops:
         text = " ".join((op.text or "").split())
-        if op.action == "ADD" and text and _norm(text) not in stored_texts:
+        if op.action == "ADD" and text and comparable(text) not in stored_texts:
             key = new_key()
             planned[key] = _Planned("added", key, text, op.kind, None, op.reason, at, None, sources)
-            stored_texts.add(_norm(text))
+            stored_texts.add(comparable(text))
         elif op.action in ("UPDATE", "DELETE") and (item := ids.get(op.id or "")) is not None:
             if item.key in planned:
                 continue
@@ -465,7 +465,7 @@ def _resolve(
                 planned[item.key] = _Planned(
                     "deleted", item.key, None, op.kind, item, op.reason, at, None, sources
                 )
-            elif text and _norm(text) != _norm(item.value.get("text", "")):
+            elif text and comparable(text) != comparable(item.value.get("text", "")):
                 planned[item.key] = _Planned(
                     "updated",
                     item.key,
@@ -480,5 +480,7 @@ def _resolve(
     return list(planned.values())
 
 
-def _norm(text: str) -> str:
+def comparable(text: str) -> str:
+    """A memory's text as compared for "the same fact": case, spacing and a final full
+    stop or exclamation mark ignored."""
     return " ".join(text.lower().split()).rstrip(".!")
