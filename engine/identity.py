@@ -120,12 +120,10 @@ class Identities:
         return person if isinstance(person, str) and person else identity
 
     async def members(self, owner: str) -> list[str]:
-        """The identities sharing `owner`'s memories (`owner` a person or an identity)."""
+        """The identities sharing `owner`'s memories; `owner` is what `person` gave (an
+        unlinked identity is its own, only member: no lookup)."""
         if not owner.startswith(PERSON_PREFIX):
-            person = await self.person(owner)
-            if person == owner:
-                return [owner]
-            owner = person
+            return [owner]
         item = await self.store.aget(PEOPLE, owner)
         members = item.value.get("members") if item is not None else None
         return [m for m in members if isinstance(m, str)] if isinstance(members, list) else []
