@@ -16,10 +16,9 @@ from typing import Any
 from langgraph.store.base import BaseStore, Item
 
 from engine.memory.namespace import memory_namespace
-from engine.memory.records import all_items, history_namespace, is_episode, put_op
+from engine.memory.records import all_items, history_namespace, is_episode, put_op, write_all
 
 SCHEMA = "membot-export/1"
-_PAGE = 500
 
 
 class ExportError(ValueError):
@@ -85,6 +84,5 @@ async def import_person(
     namespace, history = memory_namespace(person), history_namespace(person)
     writes = [put_op(store, namespace, k, v) for k, v in parts["memories"] + parts["episodes"]]
     writes += [put_op(store, history, k, v, index=False) for k, v in parts["history"]]
-    for start in range(0, len(writes), _PAGE):
-        await store.abatch(writes[start : start + _PAGE])
+    await write_all(store, writes)
     return {part: len(entries) for part, entries in parts.items()}

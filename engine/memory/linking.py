@@ -31,10 +31,9 @@ from engine.memory.records import (
     is_episode,
     put_op,
     superseded,
+    write_all,
 )
 from engine.store.erase import adelete_namespace
-
-_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -68,11 +67,6 @@ async def _everything(store: BaseStore, owner: str) -> tuple[list[Item], list[It
     memories = [item async for item in all_items(store, memory_namespace(owner))]
     history = [item async for item in all_items(store, history_namespace(owner))]
     return memories, history
-
-
-async def _write(store: BaseStore, ops: list[PutOp]) -> None:
-    for start in range(0, len(ops), _BATCH):
-        await store.abatch(ops[start : start + _BATCH])
 
 
 async def merge_into(store: BaseStore, owners: Sequence[str], target: str) -> Moved:
@@ -113,7 +107,7 @@ async def merge_into(store: BaseStore, owners: Sequence[str], target: str) -> Mo
         for key, item in episodes.items()
         if key in arrivals or key in touched
     ]
-    await _write(store, ops)
+    await write_all(store, ops)
     for owner in owners:
         await adelete_namespace(store, memory_namespace(owner))
         await adelete_namespace(store, history_namespace(owner))
@@ -178,9 +172,9 @@ async def split_off(
     moving_history = [h for h in history if h.value.get("memory_key") in keys]
     ops = [put_op(store, namespace, item.key, item.value) for item in leaving]
     ops += [put_op(store, history_ns, h.key, h.value, index=False) for h in moving_history]
-    await _write(store, ops)
+    await write_all(store, ops)
     removals = [put_op(store, memory_namespace(person), key, None) for key in keys]
     removals += [put_op(store, history_namespace(person), h.key, None) for h in moving_history]
-    await _write(store, removals)
+    await write_all(store, removals)
     episodes = sum(1 for item in leaving if is_episode(item.value))
     return Moved(len(leaving) - episodes, episodes, 0)

@@ -222,6 +222,12 @@ async def all_items(
         offset += len(found)
 
 
+async def write_all(store: BaseStore, ops: list[PutOp], *, page: int = 500) -> None:
+    """Many writes (a whole person's record) in requests of `page`, in order."""
+    for start in range(0, len(ops), page):
+        await store.abatch(ops[start : start + page])
+
+
 async def memory_history(
     store: BaseStore, user_id: str, memory_key: str | None = None, *, limit: int = 200
 ) -> list[dict[str, Any]]:
