@@ -45,6 +45,7 @@ from engine.bot import CHECKPOINT_FILE
 from engine.checkpoint import describe_dsn, is_postgres_url, open_checkpointer, sqlite_path
 from engine.settings import Settings
 from engine.store.edge import EdgeStore
+from engine.store.hybrid import LEXICAL_VECTOR, HybridConfig, hybrid_config, with_words
 
 __all__ = [
     "MigrationError",
@@ -133,8 +134,9 @@ async def migrate_memories(
 
     started = time.monotonic()
     copied = 0
+    words = hybrid_config(target.index_config) if target_keeps_words(target) else None
     async for records in point_pages(shard, with_vector=True):
-        points = [_point(record, dims) for record in records]
+        points = [_point(record, dims, words) for record in records]
         for batch in _pack(points):
             await target.client.upsert(name, points=batch, wait=True)
         copied += len(points)
@@ -210,8 +212,17 @@ async def point_pages(shard: qe.EdgeShard, *, with_vector: bool) -> AsyncIterato
             return
 
 
-def _point(record: qe.Record, dims: int) -> models.PointStruct:
+def target_keeps_words(target: AsyncQdrantStore) -> bool:
+    """Does the target collection keep BM25 sparse vectors (set by its `setup`)?"""
+    return getattr(target, "lexical", None) == "sparse"
+
+
+def _point(record: qe.Record, dims: int, words: HybridConfig | None) -> models.PointStruct:
+    """The point for the target: its dense vectors as they are, and, for a target that
+    keeps BM25 vectors (`words`), those made again from its text, so a source that ranked
+    words on a text index arrives with them too."""
     vectors = dict(record.vector or {})
+    vectors.pop(LEXICAL_VECTOR, None)
     unknown = set(vectors) - {VECTOR_NAME}
     sizes = {len(v) for v in vectors.get(VECTOR_NAME, [])}
     if unknown or sizes - {dims}:
@@ -219,7 +230,8 @@ def _point(record: qe.Record, dims: int) -> models.PointStruct:
             f"point {record.id} does not fit the store layout (vectors {sorted(vectors)}, "
             f"sizes {sorted(sizes)}, expected {VECTOR_NAME!r} of {dims} dims)"
         )
-    return models.PointStruct(id=str(record.id), vector=vectors, payload=record.payload or {})
+    point = models.PointStruct(id=str(record.id), vector=vectors, payload=record.payload or {})
+    return with_words(point, words) if words is not None else point
 
 
 def _pack(points: Sequence[models.PointStruct]) -> list[list[models.PointStruct]]:

@@ -1,4 +1,5 @@
-"""`membot reindex`: re-embed the embedded memory store with another embedder.
+"""`membot reindex`: re-embed the embedded memory store with another embedder, or rebuild
+a store made before BM25 sparse vectors (engine/store/hybrid.py) with the same one.
 
 A store's vectors only mean something to the embedder that made them, so a store records
 its embedder (engine/embeddings/record.py) and an explicit `MEMBOT_EMBEDDING_PROVIDER`
@@ -44,7 +45,7 @@ from engine.embeddings.record import EmbedderRecord, identify, read_record, writ
 from engine.errors import ConfigError
 from engine.migrate import STORE_META, comparable_payload, count_points, point_pages
 from engine.settings import Settings
-from engine.store.edge import EdgeStore
+from engine.store.edge import EdgeStore, stored_layout
 from engine.store.factory import index_config
 
 __all__ = ["ReindexError", "ReindexReport", "reindex", "run_command"]
@@ -139,11 +140,14 @@ def _preflight(settings: Settings) -> EmbedderRecord | None:
             )
         )
     old = read_record(store_path, settings.openai_embedding_dims)
-    if old is not None and old.provider == wanted and _same_embedder(settings, old):
+    same = old is not None and old.provider == wanted and _same_embedder(settings, old)
+    # A store made before BM25 sparse vectors is rebuilt with the same embedder too.
+    if same and (stored_layout(store_path) or {}).get("lexical"):
         raise ConfigError(
             "MEMBOT_EMBEDDING_PROVIDER",
-            f"the memory store at {store_path} is already built with {old.describe()}: "
-            f"nothing to reindex. Set MEMBOT_EMBEDDING_PROVIDER to the other embedder "
+            f"the memory store at {store_path} is already built with {old.describe()} "
+            "and BM25 vectors: nothing to reindex. Set MEMBOT_EMBEDDING_PROVIDER to the "
+            "other embedder "
             "(or MEMBOT_OPENAI_EMBEDDING_MODEL/_DIMS to other ones) to switch.",
         )
     return old

@@ -41,6 +41,7 @@ from engine.models import OfflineChat
 from engine.settings import Settings
 from engine.store import EdgeStore
 from engine.store.factory import index_config
+from engine.store.server import HybridQdrantStore
 from engine.workflow import build_chat_workflow
 from tests.store_support import DIMS, hash_embed
 from tests.store_support import index_config as hash_index
@@ -205,7 +206,7 @@ async def test_embedded_install_moves_to_servers(tmp_path: Path, local_embedding
     # -- memories: points, not items ----------------------------------------------------
     counting = CountingEmbeddings(embedder)
     source = EdgeStore.open(settings.store_path, index=index_config(counting, dims))
-    target = AsyncQdrantStore(
+    target = HybridQdrantStore(  # what `membot migrate` writes to
         AsyncQdrantClient(":memory:"),
         collection_name=COLLECTION,
         index=index_config(counting, dims),
@@ -250,6 +251,8 @@ async def test_embedded_install_moves_to_servers(tmp_path: Path, local_embedding
     (source_vector,) = source_bob.vector["embedding"]
     assert len(copied_vector) == dims
     assert copied_vector == pytest.approx(source_vector, abs=1e-6)
+    # The words' BM25 vector too, made again from the text: recall ranks words on it.
+    assert target_bob.vector["bm25"].indices == list(source_bob.vector["bm25"].indices)
 
     # -- checkpoints ---------------------------------------------------------------------
     async with (

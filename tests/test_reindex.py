@@ -27,6 +27,7 @@ from engine.embeddings import make_embeddings
 from engine.embeddings.local import LocalEmbeddings
 from engine.embeddings.record import RECORD_FILE
 from engine.errors import ConfigError
+from engine.migrate import STORE_META
 from engine.reindex import NEW_DIR, reindex, run_command
 from engine.settings import Settings
 from engine.store import EdgeStore
@@ -157,6 +158,30 @@ async def test_same_embedder_is_a_config_error(
         await reindex(Settings(data_dir=tmp_path, embedding_provider="local"))
     assert raised.value.variable == "MEMBOT_EMBEDDING_PROVIDER"
     assert "already built" in str(raised.value)
+
+
+async def test_a_store_made_before_bm25_vectors_is_rebuilt_with_the_same_embedder(
+    tmp_path: Path, local_embeddings: tuple[LocalEmbeddings, int]
+) -> None:
+    facts = await local_store(tmp_path, local_embeddings)
+    meta = tmp_path / "qdrant" / STORE_META
+    old_layout = {k: v for k, v in json.loads(meta.read_text()).items() if k != "lexical"}
+    meta.write_text(json.dumps(old_layout))  # as a store made before BM25 vectors says
+    with EdgeStore.open(tmp_path / "qdrant", index=index_config(*local_embeddings)) as old:
+        assert old.lexical == "text"
+    before = dump(tmp_path / "qdrant")
+
+    settings = Settings(data_dir=tmp_path, llm_provider="offline", embedding_provider="local")
+    out, err = io.StringIO(), io.StringIO()
+    assert await run_command(settings, out=out, err=err) == 0, err.getvalue()
+
+    assert dump(tmp_path / "qdrant") == before
+    assert json.loads(meta.read_text())["lexical"] == "bm25"
+    async with MemoryBot.open(settings, embeddings=local_embeddings) as bot:
+        assert bot.store.lexical == "sparse"
+        assert sorted(item.value["text"] for item in await bot.memories(USER)) == facts
+        found = await bot.store.asearch(("memories", USER), query="Braga")
+    assert "Braga" in found[0].value["text"]
 
 
 def test_the_contradiction_error_offers_reindex(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -50,7 +51,17 @@ from qdrant_client import models
 
 from engine.store import edge_models as convert
 from engine.store.edge_client import EdgeClient
-from engine.store.hybrid import HybridSearchMixin, hybrid_config, text_index, text_path
+from engine.store.hybrid import (
+    LEXICAL_VECTOR,
+    HybridSearchMixin,
+    Lexical,
+    hybrid_config,
+    keyword_indexes,
+    text_index,
+    text_path,
+)
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _META_FILE = "membot_store.json"
@@ -79,9 +90,11 @@ class EdgeStore(HybridSearchMixin, BaseStore, BaseQdrantStore):
         ttl: TTLConfig | None = None,
         temporary: bool = False,
         max_workers: int = 4,
+        lexical: Lexical = "sparse",
     ) -> None:
         super().__init__()
         self._init_config(collection_name=str(path), index=index, ttl=ttl)
+        self.lexical = lexical
         self.path = path
         self.client = EdgeClient(shard)
         self._shard = shard
@@ -108,7 +121,10 @@ class EdgeStore(HybridSearchMixin, BaseStore, BaseQdrantStore):
             found = json.loads(meta_file.read_text())
             _check_layout(where, found, expected)
             shard = qe.EdgeShard.load(str(where))
+            # A store made before sparse BM25 vectors ranks words on its text index.
+            lexical: Lexical = "sparse" if found.get("lexical") == LEXICAL_VECTOR else "text"
         else:
+            lexical = "sparse"
             where.mkdir(parents=True, exist_ok=True)
             shard = qe.EdgeShard.create(str(where), _edge_config(index))
             client = EdgeClient(shard)
@@ -118,8 +134,17 @@ class EdgeStore(HybridSearchMixin, BaseStore, BaseQdrantStore):
             # Written last: a crash before this point leaves no half-made store behind
             # that would be mistaken for a complete one.
             meta_file.write_text(json.dumps(expected))
-        _ensure_text_index(shard, index)
-        return cls(shard, path=where, index=index, ttl=ttl, temporary=temporary)
+        if lexical == "text" and hybrid_config(index) is not None:
+            logger.warning(
+                "the memory store at %s predates BM25 sparse vectors: words are ranked on "
+                "its full-text index, which slows down as it grows. Stop the bot and run "
+                "`membot reindex` (with MEMBOT_EMBEDDING_PROVIDER set to the store's "
+                "embedder) to rebuild it.",
+                where,
+            )
+            _ensure_text_index(shard, index)
+        _ensure_keyword_indexes(shard, index)
+        return cls(shard, path=where, index=index, ttl=ttl, temporary=temporary, lexical=lexical)
 
     def close(self) -> None:
         """Flush and release the shard. Idempotent."""
@@ -235,6 +260,20 @@ def _ensure_text_index(shard: qe.EdgeShard, index: QdrantIndexConfig | None) -> 
     shard.flush()
 
 
+def _ensure_keyword_indexes(shard: qe.EdgeShard, index: QdrantIndexConfig | None) -> None:
+    """The filter and boost fields' indexes (`keyword_indexes`); a store made before them
+    gets them on its next open."""
+    config = hybrid_config(index)
+    if config is None:
+        return
+    have = shard.info().payload_schema
+    missing = {path: s for path, s in keyword_indexes(config).items() if path not in have}
+    for path, schema in missing.items():
+        EdgeClient(shard).create_payload_index("", path, schema)
+    if missing:
+        shard.flush()
+
+
 def _temporary_dir() -> Path:
     # RAM-backed where possible: a throw-away shard gains nothing from fsync, which
     # makes creating one ~30x slower on disk.
@@ -277,12 +316,16 @@ def stored_layout(path: str | Path) -> dict[str, Any] | None:
 
 
 def _layout(index: QdrantIndexConfig | None) -> dict[str, Any]:
-    """What must not change between opens of one shard."""
-    return {
+    """What must not change between opens of one shard; for a new one, also which sparse
+    vector it keeps (a store without `lexical` predates them)."""
+    layout: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "dims": index["dims"] if index else None,
         "distance": index.get("distance", "cosine") if index else None,
     }
+    if hybrid_config(index) is not None:
+        layout["lexical"] = LEXICAL_VECTOR
+    return layout
 
 
 class StoreLayoutError(ValueError):
@@ -322,4 +365,7 @@ def _edge_config(index: QdrantIndexConfig | None) -> qe.EdgeConfig:
         distance=convert.distance(metric.distance),
         multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
     )
-    return qe.EdgeConfig(vectors={VECTOR_NAME: vector})
+    sparse = None
+    if hybrid_config(index) is not None:
+        sparse = {LEXICAL_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
+    return qe.EdgeConfig(vectors={VECTOR_NAME: vector}, sparse_vectors=sparse)

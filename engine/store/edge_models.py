@@ -151,6 +151,8 @@ def _scoring_query(query: Any, using: str | None) -> Any:
             return qe.OrderBy(key=order.key, direction=direction)
         case list() as vector:
             return qe.Query.Nearest(vector, using=using)
+        case models.SparseVector():
+            return qe.Query.Nearest(sparse(query), using=using)
         case models.TextQuery(text=models.TextQueryInput() as text):
             # `using` names the payload field whose text index scores the points.
             return qe.TextQuery(str(using), text.query)
@@ -214,7 +216,17 @@ def _decay(name: str, params: models.DecayParamsExpression) -> qe.Expression:
 
 
 def point(p: models.PointStruct) -> qe.Point:
-    return qe.Point(str(p.id), p.vector or {}, p.payload)
+    vectors = p.vector or {}
+    if isinstance(vectors, dict):
+        vectors = {
+            name: sparse(v) if isinstance(v, models.SparseVector) else v
+            for name, v in vectors.items()
+        }
+    return qe.Point(str(p.id), vectors, p.payload)
+
+
+def sparse(vector: models.SparseVector) -> qe.SparseVector:
+    return qe.SparseVector(list(vector.indices), list(vector.values))
 
 
 def payload_index(schema: Any) -> Any:

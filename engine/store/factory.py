@@ -47,6 +47,8 @@ MEMORY_HYBRID: HybridConfig = {
         {"field": "memory_type", "value": "episode", "weight": -0.05},
         {"field": "change", "value": "yes", "weight": 0.1},
     ],
+    # Recall leaves out what must never be recalled (RECALLABLE, engine/memory/records.py).
+    "indexed_fields": ["recall"],
 }
 
 

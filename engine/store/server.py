@@ -1,7 +1,8 @@
 """The server-mode store: the Qdrant team's `AsyncQdrantStore` plus hybrid search.
 
 Same plans, same payload layout as `EdgeStore`; the mixin turns scored searches into the
-hybrid query (`engine.store.hybrid`), and `setup` adds the full-text index BM25 needs.
+hybrid query (`engine.store.hybrid`), and `setup` creates the collection with the BM25
+sparse vector (or, on a collection made before, adds the full-text index it ranks on).
 `check_server` is the start-up probe: a wrong `MEMBOT_QDRANT_URL` or API key is one
 `ConfigError` within seconds instead of a long traceback after the client's retries.
 """
@@ -17,7 +18,15 @@ from qdrant_client import AsyncQdrantClient
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from engine.errors import ConfigError
-from engine.store.hybrid import HybridSearchMixin, hybrid_config, text_index, text_path
+from engine.store.hybrid import (
+    LEXICAL_VECTOR,
+    HybridSearchMixin,
+    hybrid_config,
+    keyword_indexes,
+    sparse_vectors_config,
+    text_index,
+    text_path,
+)
 
 # Long enough for a server across a region, short enough that a typo in the URL is
 # reported while the operator still watches the terminal (qdrant-client's own timeout
@@ -27,12 +36,25 @@ STARTUP_TIMEOUT_SECONDS = 5
 
 class HybridQdrantStore(HybridSearchMixin, AsyncQdrantStore):
     async def setup(self, **collection_options: Any) -> None:
+        config = hybrid_config(self.index_config)
+        if config is not None:
+            collection_options.setdefault("sparse_vectors_config", sparse_vectors_config())
         await super().setup(**collection_options)
-        if (config := hybrid_config(self.index_config)) is not None:
-            # Idempotent on the server: re-creating an identical index is a no-op.
-            await self.client.create_payload_index(
-                self.collection_name, text_path(config), text_index(), wait=True
-            )
+        if config is None:
+            return
+        # Idempotent on the server: re-creating an identical index is a no-op.
+        for path, schema in keyword_indexes(config).items():
+            await self.client.create_payload_index(self.collection_name, path, schema, wait=True)
+        info = await self.client.get_collection(self.collection_name)
+        if LEXICAL_VECTOR in (info.config.params.sparse_vectors or {}):
+            self.lexical = "sparse"
+            return
+        # A collection made before sparse BM25 vectors: words are ranked on a full-text
+        # index.
+        self.lexical = "text"
+        await self.client.create_payload_index(
+            self.collection_name, text_path(config), text_index(), wait=True
+        )
 
 
 async def check_server(
