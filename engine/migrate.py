@@ -45,7 +45,7 @@ from engine.bot import CHECKPOINT_FILE
 from engine.checkpoint import describe_dsn, is_postgres_url, open_checkpointer, sqlite_path
 from engine.settings import Settings
 from engine.store.edge import EdgeStore
-from engine.store.hybrid import LEXICAL_VECTOR, HybridConfig, hybrid_config, with_words
+from engine.store.hybrid import LEXICAL_VECTOR, HybridConfig, HybridSearchMixin, with_words
 
 __all__ = [
     "MigrationError",
@@ -134,7 +134,7 @@ async def migrate_memories(
 
     started = time.monotonic()
     copied = 0
-    words = hybrid_config(target.index_config) if target_keeps_words(target) else None
+    words = target.words_config() if isinstance(target, HybridSearchMixin) else None
     async for records in point_pages(shard, with_vector=True):
         points = [_point(record, dims, words) for record in records]
         for batch in _pack(points):
@@ -210,11 +210,6 @@ async def point_pages(shard: qe.EdgeShard, *, with_vector: bool) -> AsyncIterato
             yield records
         if offset is None:
             return
-
-
-def target_keeps_words(target: AsyncQdrantStore) -> bool:
-    """Does the target collection keep BM25 sparse vectors (set by its `setup`)?"""
-    return getattr(target, "lexical", None) == "sparse"
 
 
 def _point(record: qe.Record, dims: int, words: HybridConfig | None) -> models.PointStruct:

@@ -327,12 +327,16 @@ class HybridSearchMixin:
         batches: list[list[models.PointStruct]] = yield from super()._prepare_upserts_plan(  # type: ignore[misc]
             plan, now
         )
-        config = hybrid_config(self.index_config)
-        if config is None or self.lexical != "sparse":
-            return batches
-        for point in (p for batch in batches for p in batch):
-            with_words(point, config)
+        if (config := self.words_config()) is not None:
+            for point in (p for batch in batches for p in batch):
+                with_words(point, config)
         return batches
+
+    def words_config(self) -> HybridConfig | None:
+        """The hybrid config when this store keeps BM25 sparse vectors, so that every point
+        written to it needs them (here, and where `membot migrate` copies points in)."""
+        config = hybrid_config(self.index_config)
+        return config if config is not None and self.lexical == "sparse" else None
 
 
 def with_words(point: models.PointStruct, config: HybridConfig) -> models.PointStruct:
