@@ -147,8 +147,8 @@ def _preflight(settings: Settings) -> EmbedderRecord | None:
             "MEMBOT_EMBEDDING_PROVIDER",
             f"the memory store at {store_path} is already built with {old.describe()} "
             "and BM25 vectors: nothing to reindex. Set MEMBOT_EMBEDDING_PROVIDER to the "
-            "other embedder "
-            "(or MEMBOT_OPENAI_EMBEDDING_MODEL/_DIMS to other ones) to switch.",
+            "other embedder (or MEMBOT_OPENAI_EMBEDDING_MODEL/_DIMS to other ones) to "
+            "switch.",
         )
     return old
 
