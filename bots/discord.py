@@ -509,9 +509,8 @@ class DiscordAdapter:
         question = f"Erase all {count} of {whose} memories?"
         if not mine and len(await self.bot.linked_accounts(target)) > 1:
             question = (
-                f"Erase the {count} of {whose} memories given in this server? Their account is "
-                "linked "
-                "elsewhere: it will be unlinked, and what they said there stays."
+                f"Erase the {count} of {whose} memories given in this server? Their account "
+                "is linked elsewhere: it will be unlinked, and what they said there stays."
             )
         view = ForgetConfirmation(self, asker=interaction.user.id, target=target, whose=whose)
         await interaction.followup.send(question, view=view, ephemeral=True)

@@ -479,9 +479,9 @@ class SlackAdapter:
         question = f"Erase all {count} of {whose} memories?"
         if target != actor and len(await self.bot.linked_accounts(user_key(team, target))) > 1:
             question = (
-                f"Erase the {count} memor{'y' if count == 1 else 'ies'} <@{target}> gave in this "
-                "workspace? Their account "
-                "is linked elsewhere: it will be unlinked, and what they said there stays."
+                f"Erase the {count} memor{'y' if count == 1 else 'ies'} <@{target}> gave in "
+                "this workspace? Their account is linked elsewhere: it will be unlinked, and "
+                "what they said there stays."
             )
         await respond(text=question, blocks=_confirmation_blocks(question, value))
 
